@@ -1,0 +1,354 @@
+"""Typed, frozen experiment configuration.
+
+A config is loaded from YAML, checked strictly (an unknown key or a value of the wrong type is an error that names the
+section and the key), and saved as JSON beside every artefact it produced, so a checkpoint or a results set always carries
+the exact settings that made it.
+
+Source- and model-specific settings live in ``params`` mappings; the registry entry that the name picks validates them
+against its own frozen dataclass (see ``meddiff.data.sources`` and ``meddiff.models``).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from meddiff.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, at which size.
+
+    source: registry name of the data source (``medmnist``, ``image_csv``, ``chexpert``, ``isic_challenge``, ``phantom``).
+    params: the source's own settings (paths, column names); checked by the source.
+    image_size: side of the square float image the decoder produces (pixels, before the wavelet transform).
+    channels: 1 (grayscale) or 3 (RGB); images are converted, never guessed.
+    balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC.
+    split_seed: seed of balancing and of the stratified split made for sources that have none.
+    split_fractions: train/val/test fractions of that split.
+    """
+
+    source: str = "phantom"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    image_size: int = 32
+    channels: int = 1
+    balance: bool = False
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 4 and self.image_size % 2 == 0, "data.image_size", "an even integer >= 4", self.image_size)
+        _check(self.channels in (1, 3), "data.channels", "1 (grayscale) or 3 (RGB)", self.channels)
+        _check(
+            len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1.0) < 1e-6 and min(self.split_fractions) >= 0,
+            "data.split_fractions", "three non-negative fractions summing to 1", self.split_fractions,
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Denoiser architecture: ``name`` picks the registry entry, ``params`` are its typed settings."""
+
+    name: str = "unet"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Forward process, parameterisation and loss (DESIGN.md section 1).
+
+    logsnr_min/max: range of the unshifted cosine schedule's log-SNR (paper: -15, 15).
+    shift_base: the "base" of the shifted cosine schedule (simple diffusion: 64).
+    shift_size: image side used in the shift 2 log(base / d); None uses the pixel image side (the official code uses the full
+        image side, 256, even though the denoiser sees the 128 x 128 wavelet image).
+    wavelet: run the denoiser on the single-stage Haar DWT (4C x H/2 x W/2) instead of pixels.
+    time_input: what the denoiser receives as its time: ``logsnr`` (official code) or ``t`` (scaled by 1000).
+    loss_weight: ``min_snr`` (Hang et al., on the v-loss: min(SNR, gamma) / (SNR + 1)) or ``none`` (plain v-MSE).
+    cfg_dropout: probability that a training sample gets the null class (classifier-free guidance).
+    """
+
+    logsnr_min: float = -15.0
+    logsnr_max: float = 15.0
+    shift_base: int = 64
+    shift_size: int | None = None
+    wavelet: bool = False
+    time_input: str = "logsnr"
+    loss_weight: str = "min_snr"
+    min_snr_gamma: float = 5.0
+    cfg_dropout: float = 0.15
+
+    def __post_init__(self) -> None:
+        _check(self.logsnr_min < self.logsnr_max, "diffusion.logsnr_min", "less than logsnr_max", self.logsnr_min)
+        _check(self.time_input in ("logsnr", "t"), "diffusion.time_input", "'logsnr' or 't'", self.time_input)
+        _check(self.loss_weight in ("min_snr", "none"), "diffusion.loss_weight", "'min_snr' or 'none'", self.loss_weight)
+        _check(0.0 <= self.cfg_dropout < 1.0, "diffusion.cfg_dropout", "a probability in [0, 1)", self.cfg_dropout)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (paper Appendix B: Adam 1e-4, 250 warm-up steps, clip 1.0, EMA 0.999 / warm-up 50 / every 5 steps).
+
+    preload_max_gb: decode the whole training split into memory when it fits, else stream batches from the files with
+        ``num_workers`` DataLoader worker processes.
+    num_threads: torch intra-op threads (0 = one per core).
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 250
+    grad_clip: float = 1.0
+    ema_beta: float = 0.999
+    ema_warmup: int = 50
+    ema_every: int = 5
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 25
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    num_threads: int = 0
+    num_workers: int = 2
+    preload_max_gb: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check(self.steps > 0, "train.steps", "a positive integer", self.steps)
+        _check(self.batch_size > 0, "train.batch_size", "a positive integer", self.batch_size)
+        _check(self.precision in ("auto", "fp32", "bf16"), "train.precision", "'auto', 'fp32' or 'bf16'", self.precision)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How the diffusion classifier scores an image (DESIGN.md section 1, steps 1-4).
+
+    n_draws: number of (eps, t) pairs per image, shared by every class (paper 501, official code 51; odd avoids binary ties).
+    t_min/t_max: the draws' t is uniform on [t_min, t_max] (the official code: [0, 1]).
+    error_target: what the per-draw error compares: ``eps`` (official code), ``x`` (paper eq. 4) or ``v``.
+        Votes are identical for eps and x (the two differ by a per-draw factor shared by all classes); averages are not.
+    rule: the rule whose prediction fills the ``pred`` column: ``vote`` (the paper's) or ``average`` (Li et al.).
+    seed: run seed; every image's noise is seeded from (seed, image id).
+    store_draws: keep the per-draw errors and t in the results (needed for the N and t ablations).
+    """
+
+    n_draws: int = 51
+    batch_size: int = 32
+    t_min: float = 0.0
+    t_max: float = 1.0
+    error_target: str = "eps"
+    rule: str = "vote"
+    seed: int = 0
+    split: str = "test"
+    store_draws: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    num_threads: int = 0
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_draws > 0, "score.n_draws", "a positive integer", self.n_draws)
+        _check(0.0 <= self.t_min < self.t_max <= 1.0, "score.t_min/t_max", "0 <= t_min < t_max <= 1", (self.t_min, self.t_max))
+        _check(self.error_target in ("eps", "x", "v"), "score.error_target", "'eps', 'x' or 'v'", self.error_target)
+        _check(self.rule in ("vote", "average"), "score.rule", "'vote' or 'average'", self.rule)
+        _check(self.split in ("train", "val", "test", "all"), "score.split", "train, val, test or all", self.split)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs; saved as config.json beside its checkpoints and results."""
+
+    name: str = "experiment"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from a plain mapping, strictly.
+
+    Unknown keys and values of the wrong type raise ConfigError naming ``where.key`` and the allowed keys.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; allowed keys are {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a missing required field
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if tp is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
+    if origin in (dict, collections.abc.Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def data_root() -> Path:
+    """Where the shared real data lives: $MEDDIFF_DATA, else the first existing ../shared/data (from the working
+    directory, then from the repository root). Used to expand ``${MEDDIFF_DATA}`` in config strings."""
+    env = os.environ.get("MEDDIFF_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (Path.cwd().parent / "shared" / "data", repo.parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return repo.parent / "shared" / "data"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a built-in preset (``meddiff presets`` lists them)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"config {name_or_path!r}: no such file, and not a preset (presets: {', '.join(preset_names())})")
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str) and "${MEDDIFF_DATA}" in value:
+        return value.replace("${MEDDIFF_DATA}", str(data_root()))
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read an ExperimentConfig from YAML (or JSON) or a preset name, applying dotted ``overrides`` such as
+    {"train.steps": 10}. ``${MEDDIFF_DATA}`` in strings becomes ``data_root()``."""
+    path = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data, model, diffusion, train, score)")
+    raw = _expand(apply_overrides(raw, overrides or {}))
+    try:
+        return from_dict(ExperimentConfig, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys ("score.n_draws") in a nested plain dict (a copy)."""
+    out = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted}: {part} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a command-line override ``key.sub=value`` (the value is read as YAML: 10, 0.5, true, [1, 2], text)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value, e.g. train.steps=200")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    # no sort_keys: mapping order carries meaning (image_csv label_names lists the classes in class order)
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2))
+
+
+def config_from_json(data: Mapping[str, Any]) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, data)

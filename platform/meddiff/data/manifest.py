@@ -1,0 +1,223 @@
+"""The manifest: one row per image, the single description of a data set that training, scoring and serving read.
+
+A manifest row says where an image's pixels are (a file, a row of an .npz array, or a synthetic phantom), its class index
+and its split. Pixels are read later by ``meddiff.data.decode.ImageDecoder``, so a manifest of 100k images is cheap to
+build, hash, shard and ship to Ray workers.
+
+Columns (``MANIFEST_COLUMNS``):
+    id           str, unique and stable across runs (noise is seeded from it, results are joined on it)
+    label        int class index 0..C-1 into ``Manifest.class_names``
+    split        "train", "val" or "test"
+    source       registry name of the source that made the row
+    path         absolute path of the image file or .npz file, or a ``phantom://<seed>`` URI
+    array_key    key of the array inside the .npz ("" for files and phantoms)
+    array_index  row in that array, or the phantom index (-1 for files)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from meddiff.errors import ConfigError, DataError
+
+MANIFEST_COLUMNS = ("id", "label", "split", "source", "path", "array_key", "array_index")
+SPLITS = ("train", "val", "test")
+# Split value a source leaves when it has no official split; build_manifest replaces it by a stratified split.
+UNSPLIT = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest:
+    """A table of images (``frame``, columns ``MANIFEST_COLUMNS``) with the class names its labels index."""
+
+    frame: pd.DataFrame
+    class_names: tuple[str, ...]
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def select(self, split: str) -> Manifest:
+        """The rows of one split ("train", "val", "test"); "all" returns the whole manifest."""
+        if split == "all":
+            return self
+        if split not in SPLITS:
+            raise ConfigError(f"split: expected one of {SPLITS + ('all',)}, got {split!r}")
+        rows = self.frame[self.frame["split"] == split].reset_index(drop=True)
+        return Manifest(rows, self.class_names, self.name)
+
+    def fingerprint(self) -> str:
+        """sha256 hex of the sorted (id, label, split) triples and the class names: the training data hash.
+
+        Independent of row order and of where the files live, so the same data set on two machines hashes the same.
+        """
+        triples = sorted(
+            zip(self.frame["id"].astype(str), (int(v) for v in self.frame["label"]), self.frame["split"].astype(str))
+        )
+        payload = json.dumps({"class_names": list(self.class_names), "rows": triples}, separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def class_counts(self, split: str | None = None) -> dict[str, int]:
+        """Number of rows per class name (every class listed, in class order), for one split or all rows."""
+        frame = self.frame if split is None else self.select(split).frame
+        counts = frame["label"].value_counts()
+        return {name: int(counts.get(index, 0)) for index, name in enumerate(self.class_names)}
+
+    def validate(self) -> None:
+        """Check the invariants every consumer relies on; raise DataError naming the offending rows."""
+        where = f"manifest {self.name!r}"
+        missing = [c for c in MANIFEST_COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise DataError(f"{where}: missing column(s) {missing}; a manifest needs {list(MANIFEST_COLUMNS)}")
+        _check_class_names(self.class_names, where)
+        _check_ids(self.frame, where)
+        _check_labels(self.frame, self.class_names, where)
+        _check_splits(self.frame, where)
+
+
+def manifest_frame(
+    *,
+    ids: Sequence[str],
+    labels: Sequence[int],
+    source: str,
+    paths: Sequence[str],
+    splits: Sequence[str] | None = None,
+    array_keys: Sequence[str] | None = None,
+    array_indices: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """A DataFrame with exactly ``MANIFEST_COLUMNS`` and their dtypes (defaults: unsplit, files)."""
+    n = len(ids)
+    frame = pd.DataFrame(
+        {
+            "id": pd.Series(list(ids), dtype=str),
+            "label": np.asarray(labels, dtype=np.int64).reshape(n),
+            "split": pd.Series(list(splits) if splits is not None else [UNSPLIT] * n, dtype=str),
+            "source": pd.Series([source] * n, dtype=str),
+            "path": pd.Series(list(paths), dtype=str),
+            "array_key": pd.Series(list(array_keys) if array_keys is not None else [""] * n, dtype=str),
+            "array_index": np.asarray(array_indices if array_indices is not None else [-1] * n, dtype=np.int64).reshape(n),
+        }
+    )
+    return frame
+
+
+def describe_row(row: pd.Series) -> str:
+    """Where a manifest row's pixels come from, for error messages: ``path[key][index]`` or ``path``."""
+    if row["array_key"]:
+        return f"{row['path']}[{row['array_key']!r}][{int(row['array_index'])}]"
+    if int(row["array_index"]) >= 0:
+        return f"{row['path']}#{int(row['array_index'])}"
+    return str(row["path"])
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> np.ndarray:
+    """Assign "train"/"val"/"test" per row, stratified by class, seeded and deterministic.
+
+    labels: [N] int class indices. Returns [N] object array of split names.
+    Each class is shuffled by its own generator seeded from (seed, class), so adding a class never reshuffles another;
+    per-class counts are the largest-remainder rounding of n * fractions (they sum to n; ties go to the earlier split).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(f"stratified_split: labels must be one-dimensional, got shape {labels.shape}")
+    _check_fractions(fractions)
+    _check_seed(seed, "split seed")
+    out = np.empty(len(labels), dtype=object)
+    for cls in np.unique(labels):
+        rows = np.flatnonzero(labels == cls)
+        rows = rows[np.random.default_rng([seed, int(cls)]).permutation(len(rows))]
+        bounds = np.cumsum(_allocate(len(rows), fractions))
+        for name, start, stop in zip(SPLITS, np.concatenate([[0], bounds[:-1]]), bounds):
+            out[rows[start:stop]] = name
+    return out
+
+
+def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.DataFrame:
+    """Undersample every class to the size of the smallest one (seeded); rows keep their order.
+
+    frame: a manifest frame (needs ``label``). With ``n_classes``, a class with no rows at all is an error (balancing
+    would otherwise empty the whole set).
+    """
+    _check_seed(seed, "balance seed")
+    labels = frame["label"].to_numpy()
+    present = np.unique(labels)
+    if n_classes is not None:
+        absent = sorted(set(range(n_classes)) - {int(c) for c in present})
+        if absent:
+            raise DataError(f"cannot balance: class index(es) {absent} have no rows, so every class would be emptied")
+    if len(present) == 0:
+        return frame.reset_index(drop=True)
+    smallest = min(int((labels == c).sum()) for c in present)
+    keep = []
+    for cls in present:
+        rows = np.flatnonzero(labels == cls)
+        keep.append(np.random.default_rng([seed, int(cls)]).choice(rows, size=smallest, replace=False))
+    return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+
+
+def _allocate(n: int, fractions: Sequence[float]) -> np.ndarray:
+    exact = np.asarray(fractions, dtype=np.float64) * n
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: n - int(counts.sum())]] += 1
+    return counts
+
+
+def _check_fractions(fractions: Sequence[float]) -> None:
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions: expected three non-negative fractions summing to 1, got {tuple(fractions)}")
+
+
+def _check_seed(seed: int, what: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"{what}: expected a non-negative integer, got {seed!r}")
+
+
+def _check_class_names(class_names: tuple[str, ...], where: str) -> None:
+    if not class_names or not all(isinstance(n, str) and n for n in class_names):
+        raise DataError(f"{where}: class_names must be non-empty strings, got {class_names!r}")
+    if len(set(class_names)) != len(class_names):
+        raise DataError(f"{where}: class_names must be unique, got {class_names!r}")
+
+
+def _check_ids(frame: pd.DataFrame, where: str) -> None:
+    ids = frame["id"]
+    blank = frame[ids.isna() | (ids.astype(str) == "")]
+    if len(blank):
+        raise DataError(f"{where}: row {describe_row(blank.iloc[0])} has an empty id")
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        rows = frame[ids == first]
+        raise DataError(
+            f"{where}: duplicate id {first!r} for {describe_row(rows.iloc[0])} and {describe_row(rows.iloc[1])}; "
+            "ids must be unique (results are joined and noise is seeded on them)"
+        )
+
+
+def _check_labels(frame: pd.DataFrame, class_names: tuple[str, ...], where: str) -> None:
+    n_classes = len(class_names)
+    if not pd.api.types.is_integer_dtype(frame["label"]):
+        raise DataError(f"{where}: column 'label' must hold integer class indices, got dtype {frame['label'].dtype}")
+    bad = frame[(frame["label"] < 0) | (frame["label"] >= n_classes)]
+    if len(bad):
+        row = bad.iloc[0]
+        raise DataError(
+            f"{where}: id {row['id']!r} ({describe_row(row)}) has label {int(row['label'])}, "
+            f"expected 0..{n_classes - 1} for classes {list(class_names)}"
+        )
+
+
+def _check_splits(frame: pd.DataFrame, where: str) -> None:
+    bad = frame[~frame["split"].isin(SPLITS)]
+    if len(bad):
+        row = bad.iloc[0]
+        raise DataError(f"{where}: id {row['id']!r} has split {row['split']!r}, expected one of {SPLITS}")

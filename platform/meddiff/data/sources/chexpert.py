@@ -1,0 +1,107 @@
+"""CheXpert (v1.0 / v1.0-small layout): pleural effusion vs no finding on frontal views, as in the paper.
+
+``root`` holds ``train.csv`` and ``valid.csv`` (both are pooled; the paper makes its own split) with columns
+``Path``, ``Frontal/Lateral``, ``No Finding``, ``Pleural Effusion``. Finding cells are 1 (positive), 0 (negative),
+-1 (uncertain) or blank (not mentioned).
+    class 0 "no_finding":       No Finding == 1 and Pleural Effusion != 1
+    class 1 "pleural_effusion": Pleural Effusion == 1 and No Finding != 1
+Rows that are neither (uncertain, blank, both positive) and lateral views are dropped.
+``Path`` is relative to root's parent (``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``): a first
+component equal to the root folder's name or starting with ``CheXpert-v1.0`` is the dataset folder itself and is
+replaced by root (so a renamed root still works); any other path is taken relative to root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from meddiff.errors import DataError
+from meddiff.data.manifest import Manifest, manifest_frame
+from meddiff.data.sources.tables import check_files_exist, check_unique, read_table, require_columns, row_ref
+
+CSV_NAMES = ("train.csv", "valid.csv")
+CLASS_NAMES = ("no_finding", "pleural_effusion")
+COLUMNS = ("Path", "Frontal/Lateral", "No Finding", "Pleural Effusion")
+_FINDING_VALUES = (-1.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CheXpertParams:
+    """root: the CheXpert folder holding train.csv and valid.csv (e.g. .../CheXpert-v1.0-small)."""
+
+    root: str
+
+
+def build(params: CheXpertParams, data_cfg: object = None) -> Manifest:
+    root = Path(params.root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: CheXpert root folder does not exist; expected a folder holding {list(CSV_NAMES)}")
+    ids, labels, paths, refs = [], [], [], []
+    for name in CSV_NAMES:
+        part = _read_csv(root, root / name)
+        ids += part["id"].tolist()
+        labels += part["label"].tolist()
+        paths += part["path"].tolist()
+        refs += part["ref"].tolist()
+    check_unique(ids, refs, "id (Path without extension)")
+    check_files_exist(paths, refs)
+    frame = manifest_frame(ids=ids, labels=labels, source="chexpert", paths=paths)
+    return Manifest(frame, CLASS_NAMES, f"chexpert/{root.name}")
+
+
+def _read_csv(root: Path, csv: Path) -> pd.DataFrame:
+    """The kept rows of one CSV: columns id, label, path, ref (the CSV line, for error messages)."""
+    table = read_table(csv)
+    require_columns(table, COLUMNS, csv)
+    _check_values(table, "Frontal/Lateral", ("Frontal", "Lateral"), csv)
+    no_finding = _finding(table, "No Finding", csv)
+    effusion = _finding(table, "Pleural Effusion", csv)
+    frontal = (table["Frontal/Lateral"] == "Frontal").to_numpy()
+    # NaN != 1 is True, so blank cells count as "not positive" here, as intended.
+    label = np.full(len(table), -1)
+    label[(no_finding == 1) & (effusion != 1)] = 0
+    label[(effusion == 1) & (no_finding != 1)] = 1
+    keep = frontal & (label >= 0)
+    kept = table[keep]
+    return pd.DataFrame(
+        {
+            "id": [str(PurePosixPath(p).with_suffix("")) for p in kept["Path"]],
+            "label": label[keep],
+            "path": [str(_resolve(root, p)) for p in kept["Path"]],
+            "ref": [row_ref(csv, i) for i in kept.index],
+        }
+    )
+
+
+def _finding(table: pd.DataFrame, column: str, csv: Path) -> np.ndarray:
+    """[N] float: 1, 0, -1 or NaN for blank; any other cell is an error naming the line."""
+    out = np.full(len(table), np.nan)
+    for position, (index, text) in enumerate(table[column].items()):
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value not in _FINDING_VALUES:
+            raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
+        out[position] = value
+    return out
+
+
+def _check_values(table: pd.DataFrame, column: str, allowed: tuple[str, ...], csv: Path) -> None:
+    bad = table.index[~table[column].isin(allowed)]
+    if len(bad):
+        raise DataError(f"{row_ref(csv, bad[0])}: {column}={table.at[bad[0], column]!r}; expected one of {list(allowed)}")
+
+
+def _resolve(root: Path, relative: str) -> Path:
+    parts = PurePosixPath(relative).parts
+    if parts and (parts[0] == root.name or parts[0].startswith("CheXpert-v1.0")):
+        parts = parts[1:]
+    return root.joinpath(*parts)

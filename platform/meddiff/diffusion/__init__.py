@@ -1,0 +1,1 @@
+"""Diffusion core: schedule, v-parameterisation, loss, EMA, seeded draws, classifier engine, uncertainty."""

@@ -1,0 +1,34 @@
+"""Uncertainty of a diffusion classifier's prediction from its votes (the paper's "uncertainty for free").
+
+The N per-draw votes form a categorical distribution p_c = votes_c / N (Bernoulli for two classes); its entropy,
+normalised by log C to lie in [0, 1] (bits for a binary task), is the uncertainty: 0 when every draw agrees, 1 when the
+votes split evenly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def vote_share(votes: torch.Tensor) -> torch.Tensor:
+    """[B, C] vote counts -> [B, C] shares summing to 1 (an all-zero row stays zero)."""
+    total = votes.sum(dim=-1, keepdim=True).clamp(min=1)
+    return votes.float() / total
+
+
+def vote_entropy(votes: torch.Tensor) -> torch.Tensor:
+    """[B, C] vote counts -> [B] normalised entropy in [0, 1]."""
+    p = vote_share(votes)
+    ent = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1)
+    c = votes.shape[-1]
+    return ent / math.log(c) if c > 1 else torch.zeros_like(ent)
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """[B, C] logits -> [B] normalised entropy of the softmax (the uncertainty of a discriminative baseline)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ent = -(logp.exp() * logp).sum(dim=-1)
+    c = logits.shape[-1]
+    return ent / math.log(c) if c > 1 else torch.zeros_like(ent)

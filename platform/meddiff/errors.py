@@ -1,0 +1,22 @@
+"""Exceptions with messages that say what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class MeddiffError(Exception):
+    """Base class: every error meddiff raises on purpose derives from it."""
+
+
+class ConfigError(MeddiffError):
+    """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
+
+
+class DataError(MeddiffError):
+    """Input data is invalid: a missing file, an undecodable image, an unknown label, a duplicate id.
+
+    The message always names the file and, where there is one, the row.
+    """
+
+
+class CheckpointError(MeddiffError):
+    """A checkpoint bundle is missing, incomplete or incompatible with the request."""

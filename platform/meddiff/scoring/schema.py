@@ -1,0 +1,95 @@
+"""The results schema: the single source of column names for every results parquet.
+
+One row per scored image. Diffusion classifiers fill the vote columns; discriminative baselines leave them null and put
+their softmax in ``prob``. A row that could not be scored has status "error", a message in ``error`` and nulls elsewhere.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+IMAGE_ID = "image_id"
+LABEL = "label"  # true class index, -1 when unknown (serving, unlabelled cohorts)
+LABEL_NAME = "label_name"
+SPLIT = "split"
+SOURCE = "source"
+PRED = "pred"  # prediction of the configured rule
+PRED_NAME = "pred_name"
+PRED_VOTE = "pred_vote"
+PRED_AVERAGE = "pred_average"
+VOTES = "votes"  # per-class vote counts
+PROB = "prob"  # per-class probability: vote share (diffusion) or softmax (baseline)
+MEAN_ERROR = "mean_error"  # per-class mean error over draws (diffusion)
+UNCERTAINTY = "uncertainty"  # normalised entropy of PROB, in [0, 1]
+N_DRAWS = "n_draws"  # draws used for this image
+NFE = "nfe"  # denoiser (or network) evaluations used for this image
+DRAW_ERRORS = "draw_errors"  # [C][N] per-draw errors (optional)
+DRAW_T = "draw_t"  # [N] the draws' t (optional)
+METHOD = "method"
+RULE = "rule"
+MODEL_ID = "model_id"
+SEED = "seed"
+STATUS = "status"  # "ok" | "error"
+ERROR = "error"
+CODE_VERSION = "code_version"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+SCHEMA = pa.schema(
+    [
+        pa.field(IMAGE_ID, pa.string(), nullable=False),
+        pa.field(LABEL, pa.int32()),
+        pa.field(LABEL_NAME, pa.string()),
+        pa.field(SPLIT, pa.string()),
+        pa.field(SOURCE, pa.string()),
+        pa.field(PRED, pa.int32()),
+        pa.field(PRED_NAME, pa.string()),
+        pa.field(PRED_VOTE, pa.int32()),
+        pa.field(PRED_AVERAGE, pa.int32()),
+        pa.field(VOTES, pa.list_(pa.int32())),
+        pa.field(PROB, pa.list_(pa.float32())),
+        pa.field(MEAN_ERROR, pa.list_(pa.float32())),
+        pa.field(UNCERTAINTY, pa.float32()),
+        pa.field(N_DRAWS, pa.int32()),
+        pa.field(NFE, pa.int32()),
+        pa.field(DRAW_ERRORS, pa.list_(pa.list_(pa.float32()))),
+        pa.field(DRAW_T, pa.list_(pa.float32())),
+        pa.field(METHOD, pa.string()),
+        pa.field(RULE, pa.string()),
+        pa.field(MODEL_ID, pa.string()),
+        pa.field(SEED, pa.int64()),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(ERROR, pa.string()),
+        pa.field(CODE_VERSION, pa.string()),
+    ]
+)
+
+COLUMNS = tuple(SCHEMA.names)
+
+
+def empty_row() -> dict:
+    """A row with every column present and null."""
+    return {name: None for name in COLUMNS}
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    """Rows (dicts keyed by schema columns; missing keys become null) -> a table with exactly SCHEMA.
+
+    Unknown keys are an error: a typo in a column name must not silently drop data.
+    """
+    unknown = {k for row in rows for k in row} - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"results rows carry columns that are not in the schema: {sorted(unknown)}")
+    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def check_table(table: pa.Table, where: str = "results") -> None:
+    """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
+    for fld in SCHEMA:
+        if fld.name not in table.column_names:
+            raise ValueError(f"{where}: column {fld.name!r} is missing (expected schema: meddiff.scoring.schema)")
+        got = table.schema.field(fld.name).type
+        if got != fld.type and not (pa.types.is_null(got)):
+            raise ValueError(f"{where}: column {fld.name!r} has type {got}, expected {fld.type}")

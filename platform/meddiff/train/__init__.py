@@ -1,0 +1,1 @@
+"""Training: the diffusion loop, checkpoint bundles (safetensors + metadata.json) and their loading."""

@@ -1,0 +1,190 @@
+"""Checkpoint bundles: one folder per checkpoint, never a pickle.
+
+    <run_dir>/checkpoints/step_000300/
+        model.safetensors     inference weights (the EMA copy once it has started)
+        metadata.json         model config, label map, image size, data fingerprint, code version, full run config
+        train_state/          everything resume needs: raw weights, optimiser state, step (safetensors + JSON)
+
+A bundle is written to a temporary folder and renamed into place, so a crash never leaves a half-written checkpoint
+that looks complete. ``resolve_bundle`` accepts a bundle, a ``checkpoints`` folder or a run folder (newest bundle wins).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from meddiff.errors import CheckpointError
+from meddiff.provenance import code_version, file_sha256
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+TRAIN_STATE_DIR = "train_state"
+REQUIRED_METADATA = ("format_version", "kind", "model_id", "model", "class_names", "image_size", "channels", "step")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def model_id(self) -> str:
+        return self.metadata["model_id"]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["class_names"])
+
+
+def bundle_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; contiguous CPU clones are safe and small for our models
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_bundle(
+    checkpoints_dir: Path,
+    step: int,
+    inference_model: nn.Module,
+    metadata: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+    keep: int = 0,
+) -> Path:
+    """Write ``checkpoints_dir/step_XXXXXXX`` atomically and return its path.
+
+    Args:
+        metadata: kind, model, class_names, image_size, channels, ... (model_id, step, code version are added here).
+        train_state: optional {"model": nn.Module, "optimizer": torch.optim.Optimizer, "state": json-able dict}.
+        keep: keep only the newest ``keep`` bundles (0 keeps all).
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / bundle_name(step)
+    tmp = checkpoints_dir / f".tmp-{bundle_name(step)}-{time.time_ns()}"
+    tmp.mkdir()
+    save_file(_state_dict_cpu(inference_model), str(tmp / MODEL_FILE))
+    weights_hash = file_sha256(tmp / MODEL_FILE)
+    meta = dict(metadata)
+    meta.update(
+        format_version=FORMAT_VERSION,
+        step=int(step),
+        model_id=f"{meta['model']['name']}-{weights_hash[:12]}",
+        weights_sha256=weights_hash,
+        code_version=code_version(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    if train_state is not None:
+        _save_train_state(tmp / TRAIN_STATE_DIR, **train_state)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    if keep > 0:
+        for old in list_bundles(checkpoints_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _save_train_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    folder.mkdir()
+    save_file(_state_dict_cpu(model), str(folder / "model_raw.safetensors"))
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, pstate in opt["state"].items():
+        for name, value in pstate.items():
+            key = f"{idx}.{name}"
+            if torch.is_tensor(value):
+                tensors[key] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars[key] = value
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    payload = {"param_groups": opt["param_groups"], "scalars": scalars, "state": state}
+    (folder / "state.json").write_text(json.dumps(payload, indent=2))
+
+
+def load_train_state(bundle: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore raw weights and optimiser state from a bundle; returns the saved JSON ``state`` (step, EMA counters)."""
+    folder = Path(bundle) / TRAIN_STATE_DIR
+    if not (folder / "state.json").is_file():
+        raise CheckpointError(f"{bundle}: has no {TRAIN_STATE_DIR}/ and cannot be resumed (an inference-only bundle?)")
+    model.load_state_dict(load_file(str(folder / "model_raw.safetensors")))
+    payload = json.loads((folder / "state.json").read_text())
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(flat.items()) + list(payload["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
+    return payload["state"]
+
+
+def list_bundles(checkpoints_dir: Path) -> list[Path]:
+    """Complete bundles in a checkpoints folder, oldest first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / METADATA_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """A bundle folder from a bundle, a checkpoints folder or a run folder (its newest bundle)."""
+    path = Path(path)
+    if (path / METADATA_FILE).is_file():
+        return path
+    for candidate in (path, path / "checkpoints"):
+        bundles = list_bundles(candidate)
+        if bundles:
+            return bundles[-1]
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    raise CheckpointError(
+        f"{path} is not a checkpoint bundle (no {METADATA_FILE}) and holds no step_* bundles; pass a bundle folder, "
+        f"its checkpoints/ folder or the run folder that training wrote"
+    )
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Read and check a bundle's metadata (weights are loaded by the caller that knows the architecture)."""
+    folder = resolve_bundle(path)
+    try:
+        meta = json.loads((folder / METADATA_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{folder / METADATA_FILE}: not valid JSON ({exc})") from None
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise CheckpointError(f"{folder / METADATA_FILE}: missing keys {missing}")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder}: bundle format {meta['format_version']} is newer than this meddiff understands ({FORMAT_VERSION})"
+        )
+    if not (folder / MODEL_FILE).is_file():
+        raise CheckpointError(f"{folder}: {MODEL_FILE} is missing")
+    return Bundle(path=folder, metadata=meta)
+
+
+def load_weights(bundle: Bundle, model: nn.Module) -> nn.Module:
+    """Load the bundle's inference weights into ``model`` strictly (a mismatch names the differing keys)."""
+    state = load_file(str(bundle.path / MODEL_FILE))
+    expected = set(model.state_dict())
+    got = set(state)
+    if expected != got:
+        raise CheckpointError(
+            f"{bundle.path}: weights do not match the architecture in metadata.json: missing {sorted(expected - got)[:5]}, "
+            f"unexpected {sorted(got - expected)[:5]}"
+        )
+    model.load_state_dict(state)
+    return model

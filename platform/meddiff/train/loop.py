@@ -1,0 +1,210 @@
+"""The diffusion training loop (single process; ``meddiff.train.ray_trainer`` runs the same loop in Ray Train workers).
+
+Steps (paper Appendix B): Adam, linear LR warm-up, min-SNR v-loss with CFG label dropout, gradient clipping, EMA.
+Progress lines carry loss, LR, steps/s and ETA; every ``log_every`` steps a JSON line goes to ``metrics.jsonl``; bundles
+are written every ``checkpoint_every`` steps and at the end; at the end a loss curve is drawn (``loss.png``).
+Re-running with the same ``output_dir/name`` resumes from the newest bundle (same data and model config required).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
+from meddiff.data import ImageDecoder, build_manifest
+from meddiff.device import autocast_dtype, resolve_device, set_threads
+from meddiff.diffusion.ema import EMA
+from meddiff.diffusion.loss import diffusion_loss
+from meddiff.diffusion.model import build_diffusion_model
+from meddiff.errors import CheckpointError
+from meddiff.progress import Progress
+from meddiff.train.batches import bytes_needed, decode_split, memory_batches, step_generator, streamed_batches
+from meddiff.train.checkpoint import list_bundles, load_train_state, save_bundle
+from safetensors.torch import load_file
+
+
+@dataclass
+class LocalContext:
+    """Where the loop runs. Ray Train passes its own context (rank, world size, report, model wrapping)."""
+
+    rank: int = 0
+    world_size: int = 1
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def report(self, metrics: dict[str, Any], bundle: Path | None) -> None:
+        pass
+
+    def resume_bundle(self, checkpoints_dir: Path) -> Path | None:
+        bundles = list_bundles(checkpoints_dir)
+        return bundles[-1] if bundles else None
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up to base_lr over ``warmup`` steps, then constant (as in the paper)."""
+    return base_lr * min(1.0, step / warmup) if warmup > 0 else base_lr
+
+
+def _check_resumable(bundle: Path, cfg: ExperimentConfig, fingerprint: str) -> None:
+    meta = json.loads((bundle / "metadata.json").read_text())
+    saved = config_from_json(meta["config"])
+    if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
+        raise CheckpointError(
+            f"{bundle}: the run {cfg.run_dir} was trained with a different model/diffusion config; resume needs the same "
+            f"config, or give the run a new name"
+        )
+    if meta.get("data_fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
+            f"{fingerprint}); resume needs the same data, or give the run a new name"
+        )
+
+
+def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) -> Path:
+    """Train (or resume) the run ``cfg.output_dir/cfg.name``; returns the final bundle's path."""
+    ctx = context or LocalContext()
+    tc = cfg.train
+    set_threads(tc.num_threads)
+    device = resolve_device(tc.device)
+    amp_dtype = autocast_dtype(device, tc.precision)
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+
+    manifest = build_manifest(cfg.data)
+    train_m = manifest.select("train")
+    if len(train_m) == 0:
+        raise ValueError(f"data source {cfg.data.source!r} has no training images")
+    fingerprint = manifest.fingerprint()
+    decoder = ImageDecoder(cfg.data.image_size, cfg.data.channels)
+    if ctx.is_main:
+        counts = train_m.class_counts()
+        ctx.log(f"[train] {cfg.name}: {len(train_m)} training images {counts} from {cfg.data.source}; device {device}")
+
+    model = build_diffusion_model(cfg.model, cfg.diffusion, manifest.class_names, cfg.data.image_size, cfg.data.channels)
+    denoiser = model.denoiser.to(device)
+    if device.type == "cuda":
+        denoiser = denoiser.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = EMA(denoiser, beta=tc.ema_beta, warmup=tc.ema_warmup, every=tc.ema_every)
+
+    start = 0
+    resume = ctx.resume_bundle(ckpt_dir)
+    if resume is not None:
+        _check_resumable(resume, cfg, fingerprint)
+        state = load_train_state(resume, denoiser, optimizer)
+        ema.load_state(state["ema"])
+        if ema.num_updates:
+            ema.model.load_state_dict(load_file(str(resume / "model.safetensors")))
+        start = int(state["step"])
+        if ctx.is_main:
+            ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")
+    net = ctx.wrap_model(denoiser)
+    batches = _batches(train_m, decoder, tc, ctx, start, device)
+
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.json")
+        n_params = sum(p.numel() for p in denoiser.parameters())
+        ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input {list(model.model_shape)}, "
+                f"{tc.steps} steps of batch {tc.batch_size} x {ctx.world_size} worker(s)")
+    metadata = dict(model.metadata_fields(), data_fingerprint=fingerprint, config=to_dict(cfg), train_images=len(train_m))
+    metrics_file = run_dir / "metrics.jsonl"
+    progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,
+                        write=ctx.log if ctx.is_main else (lambda _line: None))
+    window: list[float] = []
+    last_bundle: Path | None = resume
+    amp = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    net.train()
+    t_start = time.monotonic()
+    for step, (pixels, labels) in zip(range(start + 1, tc.steps + 1), batches):
+        # noise and label dropout: the (seed, step, rank) stream on the device; batch indices used the CPU stream
+        gen = step_generator(tc.seed, step, ctx.rank, device)
+        x = model.to_model_space(pixels.to(device, non_blocking=True))
+        lr = lr_at(step, tc.lr, tc.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with amp:
+            loss = diffusion_loss(net, x, labels.to(device), model.schedule, model.num_classes, cfg.diffusion, gen)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip)
+        optimizer.step()
+        ema.update(denoiser, step)
+        last_loss = loss.item()
+        window.append(last_loss)
+        if step % tc.log_every == 0 or step == tc.steps:
+            mean_loss = sum(window) / len(window)
+            window.clear()
+            progress.update(step - progress.done, extra=f"loss {mean_loss:.4f} | lr {lr:.2e}", force=True)
+            if ctx.is_main:
+                with metrics_file.open("a") as fh:
+                    fh.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
+                                         "elapsed_s": round(time.monotonic() - t_start, 2)}) + "\n")
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            bundle = None
+            if ctx.is_main:
+                bundle = save_bundle(
+                    ckpt_dir, step, ema.inference_model(denoiser), metadata,
+                    train_state={"model": denoiser, "optimizer": optimizer,
+                                 "state": {"step": step, "ema": ema.state()}},
+                    keep=tc.keep_checkpoints,
+                )
+                last_bundle = bundle
+                ctx.log(f"[train] saved {bundle}")
+            ctx.report({"step": step, "loss": last_loss}, bundle)
+    if ctx.is_main and metrics_file.is_file():
+        plot_loss(metrics_file, run_dir / "loss.png")
+    if last_bundle is None:
+        raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
+    return last_bundle
+
+
+def _batches(train_m, decoder, tc, ctx, start: int, device: torch.device):
+    """In-memory batches when the decoded split fits in ``train.preload_max_gb``, else streamed from the files."""
+    need = bytes_needed(len(train_m), decoder)
+    if need <= tc.preload_max_gb * 2**30:
+        images, labels = decode_split(train_m, decoder, label="[train] decoding")
+        images, labels = images.to(device), labels.to(device)
+        return memory_batches(images, labels, tc.batch_size, tc.seed, ctx.rank, start, tc.steps)
+    if ctx.is_main:
+        ctx.log(f"[train] {len(train_m)} images need {need / 2**30:.1f} GiB decoded (> train.preload_max_gb = "
+                f"{tc.preload_max_gb}): streaming batches with {tc.num_workers} loader worker(s)")
+    return streamed_batches(train_m, decoder, tc.batch_size, tc.seed, ctx.rank, start, tc.steps, tc.num_workers)
+
+
+def plot_loss(metrics_file: Path, out: Path) -> None:
+    """Training loss against step, from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("weighted v-loss")
+    ax.set_yscale("log")
+    ax.set_title(metrics_file.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real data folder (fail in CI when it is missing, skip elsewhere) and small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDDIFF_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_data(relative: str) -> Path:
+    """Path of a real data file; missing -> fail under CI=true (real-data tests must run there), else skip."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        message = f"real data {path} is missing (tests read ../shared/data or $MEDDIFF_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def pneumonia_npz() -> Path:
+    return require_data("pneumoniamnist_balanced/pneumoniamnist_balanced.npz")
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    # two cores: keep each test to them and make results independent of other tests' thread settings
+    torch.set_num_threads(2)
+    yield
