@@ -33,3 +33,21 @@ def _small_threads():
     # two cores: keep each test to them and make results independent of other tests' thread settings
     torch.set_num_threads(2)
     yield
+
+
+TINY_MODEL = {"block_out_channels": [16, 32], "attention": [False, True], "norm_num_groups": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny diffusion classifier trained for a few steps on real PneumoniaMNIST (28 px, wavelet 4 x 14 x 14)."""
+    require_data("pneumoniamnist_balanced/pneumoniamnist_balanced.npz")
+    from meddiff.config import load_config
+    from meddiff.train.loop import train_diffusion
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    cfg = load_config("demo-pneumonia", {
+        "output_dir": str(out), "name": "tiny", "train.steps": 20, "train.log_every": 10,
+        "train.checkpoint_every": 20, "model.params": TINY_MODEL, "train.num_threads": 2,
+    })
+    return train_diffusion(cfg)

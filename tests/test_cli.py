@@ -45,15 +45,29 @@ def test_train_score_resume_on_pneumoniamnist(tmp_path, pneumonia_npz, capsys):
     assert meta["class_names"] == ["normal", "pneumonia"] and meta["score_config"]["n_draws"] == 3
     assert json.loads((tmp_path / "s.json").read_text())["ok"] == 12
 
-    # re-running finishes the rest without re-scoring done images; results equal a clean run's
-    assert main(["score", "--checkpoint", str(run), "--out", str(res), "--n-draws", "3", "--limit", "20"]) == 0
-    df2 = read_results(res)
+    # an interrupted job (two shard files missing) is finished by re-running: only those shards are scored again
+    res2 = tmp_path / "res2"
+    score = ["score", "--checkpoint", str(run), "--n-draws", "3", "--limit", "20", "--set", "score.shard_size=5"]
+    assert main(score + ["--out", str(res2)]) == 0
+    shards = sorted(res2.glob("shard-*.parquet"))
+    assert len(shards) == 4
+    kept = {p: p.stat().st_mtime_ns for p in shards[::2]}
+    for p in shards[1::2]:
+        p.unlink()
+    assert main(score + ["--out", str(res2)]) == 0
+    assert "[score] images 20/20" in capsys.readouterr().err
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    df2 = read_results(res2)
     assert len(df2) == 20 and df2[S.IMAGE_ID].is_unique
     clean = tmp_path / "clean"
-    assert main(["score", "--checkpoint", str(run), "--out", str(clean), "--n-draws", "3", "--limit", "20"]) == 0
+    assert main(score + ["--out", str(clean), "--set", "score.shard_size=7"]) == 0
     merged = read_results(clean).merge(df2, on=S.IMAGE_ID, suffixes=("_clean", "_resumed"))
+    assert len(merged) == 20
     assert (merged["pred_vote_clean"] == merged["pred_vote_resumed"]).all()
     assert (merged["uncertainty_clean"] == merged["uncertainty_resumed"]).all()
+    # a folder planned for other rows is refused
+    assert main(["score", "--checkpoint", str(run), "--out", str(res2), "--n-draws", "3", "--limit", "7"]) == 2
+    assert "planned for 20 other rows" in capsys.readouterr().err
 
 
 def test_corrupt_image_becomes_an_error_row(tmp_path, pneumonia_npz, capsys):
@@ -64,7 +78,7 @@ def test_corrupt_image_becomes_an_error_row(tmp_path, pneumonia_npz, capsys):
     for i in range(6):
         path = root / f"im{i}.png"
         Image.new("RGB", (20, 20), (40 * i, 10, 200 - 30 * i)).save(path)
-        rows.append({"path": path.name, "y": i % 2})
+        rows.append({"path": f"imgs/{path.name}", "y": i % 2})
     (root / "im3.png").write_bytes((root / "im3.png").read_bytes()[:30])  # truncated
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     cfg = tmp_path / "data.yaml"
@@ -83,7 +97,7 @@ def test_corrupt_image_becomes_an_error_row(tmp_path, pneumonia_npz, capsys):
     err = capsys.readouterr().err
     assert "im3.png" in err
     # train on a clean copy of the CSV, then score the folder with the corrupt image: it becomes an error row
-    pd.DataFrame([r for r in rows if r["path"] != "im3.png"]).to_csv(tmp_path / "clean.csv", index=False)
+    pd.DataFrame([r for r in rows if r["path"] != "imgs/im3.png"]).to_csv(tmp_path / "clean.csv", index=False)
     args[args.index(f"data.params.csv={tmp_path / 'labels.csv'}")] = f"data.params.csv={tmp_path / 'clean.csv'}"
     assert main(args) == 0
     capsys.readouterr()
@@ -92,7 +106,7 @@ def test_corrupt_image_becomes_an_error_row(tmp_path, pneumonia_npz, capsys):
                  "--n-draws", "2"]) == 0
     df = read_results(res).set_index(S.IMAGE_ID)
     assert len(df) == 6
-    bad = df.loc["im3"]
+    bad = df.loc["imgs/im3"]
     assert bad[S.STATUS] == "error" and "im3.png" in bad[S.ERROR]
-    assert (df.drop(index="im3")[S.STATUS] == "ok").all()
+    assert (df.drop(index="imgs/im3")[S.STATUS] == "ok").all()
     assert "1 failed" in capsys.readouterr().out

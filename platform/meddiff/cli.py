@@ -1,4 +1,4 @@
-"""The meddiff command line: ``meddiff train | score | demo | presets``.
+"""The meddiff command line: ``meddiff train | score | explain | report | serve | dashboard | demo | submit | presets``.
 
 A thin layer: every command parses its arguments and calls one library function.
 """
@@ -21,10 +21,15 @@ def _overrides(pairs: list[str] | None) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from meddiff.config import load_config
-    from meddiff.train.loop import train_diffusion
+    from meddiff.train.ray_trainer import train
 
-    cfg = load_config(args.config, _overrides(args.set))
-    bundle = train_diffusion(cfg)
+    overrides = _overrides(args.set)
+    if args.workers is not None:
+        overrides["ray.num_workers"] = args.workers
+    if args.address is not None:
+        overrides["ray.address"] = args.address
+    cfg = load_config(args.config, overrides)
+    bundle = train(cfg)  # the diffusion or baseline loop (cfg.method), in this process or with Ray Train
     print(f"checkpoint: {bundle}")
     return 0
 
@@ -41,18 +46,32 @@ def _score_data_config(data_arg: str | None, checkpoint: str):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from meddiff.config import ScoreConfig, apply_overrides, from_dict, load_config, to_dict
+    from meddiff.config import RayConfig, ScoreConfig, apply_overrides, from_dict, load_config, to_dict
     from meddiff.metrics import format_summary
     from meddiff.scoring.local import score_checkpoint
 
-    base = to_dict(load_config(args.config).score) if args.config else {}
+    cfg = load_config(args.config) if args.config else None
+    base = {"score": to_dict(cfg.score) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
     flags = {k: v for k, v in {"n_draws": args.n_draws, "seed": args.seed, "split": args.split,
                                "batch_size": args.batch_size, "rule": args.rule, "limit": args.limit}.items()
              if v is not None}
-    raw = apply_overrides({"score": {**base, **flags}}, _overrides(args.set))
+    base["score"].update(flags)
+    if args.actors is not None:
+        base["ray"]["actors"] = args.actors
+    if args.address is not None:
+        base["ray"]["address"] = args.address
+    raw = apply_overrides(base, _overrides(args.set))
     score_cfg = from_dict(ScoreConfig, raw["score"], "score")
+    ray_cfg = from_dict(RayConfig, raw["ray"], "ray")
     data_cfg = _score_data_config(args.data, args.checkpoint)
-    summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out)
+    use_ray = args.ray or args.actors is not None or args.address is not None
+    if use_ray:
+        from meddiff.raycluster import ray_session
+
+        with ray_session(ray_cfg.address):
+            summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg)
+    else:
+        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out)
     print(format_summary(summary))
     print(f"results: {args.out}")
     if args.json:
@@ -67,6 +86,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from meddiff.submit import submit
+
+    entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    submit(args.address, entry, working_dir=args.working_dir, wait=not args.no_wait)
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from meddiff.config import PRESETS_DIR, preset_names
 
@@ -76,20 +103,81 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from meddiff.serving.app import run_server
+
+    settings = {"checkpoint": args.checkpoint, **_overrides(args.set)}
+    for key, value in (("n_draws", args.n_draws), ("seed", args.seed), ("max_batch_size", args.max_batch_size)):
+        if value is not None:
+            settings[key] = value
+    run_server(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from meddiff.dashboard_server import run_dashboard
+
+    return run_dashboard(args.results, port=args.port, host=args.host)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from meddiff.config import ExplainConfig, RayConfig, apply_overrides, from_dict, load_config, to_dict
+    from meddiff.explain.job import explain_results
+
+    cfg = load_config(args.config) if args.config else None
+    base = {"explain": to_dict(cfg.explain) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
+    flags = {"select": args.select, "t_start": args.t_start, "steps": args.steps, "guidance": args.guidance,
+             "seed": args.seed, "batch_size": args.batch_size}
+    base["explain"].update({k: v for k, v in flags.items() if v is not None})
+    if args.actors is not None:
+        base["ray"]["actors"] = args.actors
+    if args.address is not None:
+        base["ray"]["address"] = args.address
+    raw = apply_overrides(base, _overrides(args.set))
+    explain_cfg = from_dict(ExplainConfig, raw["explain"], "explain")
+    ray_cfg = from_dict(RayConfig, raw["ray"], "ray")
+    data_cfg = _score_data_config(args.data, args.checkpoint) if args.data else None
+    if args.ray or args.actors is not None or args.address is not None:
+        from meddiff.raycluster import ray_session
+
+        with ray_session(ray_cfg.address):
+            run = explain_results(args.checkpoint, args.results, args.out, explain_cfg, data_cfg, ray_cfg=ray_cfg)
+    else:
+        run = explain_results(args.checkpoint, args.results, args.out, explain_cfg, data_cfg)
+    print(f"explained {run['explained']} image(s) ({run['skipped']} already done, {run['errors']} failed) "
+          f"in {run['seconds']:.0f}s")
+    print(f"index: {run['index']}")
+    for page in run["gallery"]:
+        print(f"gallery: {page}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from meddiff.report.build import build_report
+
+    out = build_report(args.results, args.out, notes=args.notes, n_boot=args.boot, repeats=args.repeats,
+                       seed=args.seed)
+    print(f"report: {out['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meddiff", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
+                                     "classifiers (train, score, explain, report, serve, dashboard, demo)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a diffusion classifier from a YAML config (resumes a run of the same name)")
+    p = sub.add_parser("train", help="train a diffusion classifier or a baseline (config method) from a YAML config; resumes a run of the same name")
     p.add_argument("--config", required=True, help="YAML file or preset name (see `meddiff presets`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.steps=100")
+    p.add_argument("--workers", type=int, help="Ray Train workers (data parallel); 0 trains in this process")
+    p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS or a local embedded cluster)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="score a data split with a checkpoint into a parquet results folder")
     p.add_argument("--checkpoint", required=True, help="bundle folder, its checkpoints/ folder, or the run folder")
     p.add_argument("--data", help="YAML config (its data section) or a MedMNIST .npz; default: the checkpoint's training data")
     p.add_argument("--out", required=True, help="results folder (re-running finishes an interrupted job)")
-    p.add_argument("--config", help="YAML whose score section gives the defaults")
+    p.add_argument("--config", help="YAML whose score and ray sections give the defaults")
     p.add_argument("--n-draws", type=int, help="noise draws per image (N)")
     p.add_argument("--seed", type=int)
     p.add_argument("--split", choices=["train", "val", "test", "all"])
@@ -97,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", choices=["vote", "average"], help="rule that fills the pred column (both are always stored)")
     p.add_argument("--limit", type=int, help="score only the first N images")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a score value, e.g. score.t_max=0.8")
+    p.add_argument("--ray", action="store_true", help="score on a Ray Data actor pool (see --actors, --address)")
+    p.add_argument("--actors", type=int, help="number of scoring actors (implies --ray)")
+    p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
     p.add_argument("--json", help="also write the summary metrics to this JSON file")
     p.set_defaults(func=cmd_score)
 
@@ -107,8 +198,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("submit", help="run a job entrypoint on a Ray cluster (Ray Jobs API), this checkout as its code")
+    p.add_argument("--address", default="http://127.0.0.1:8265", help="the cluster's job server (dashboard) address")
+    p.add_argument("--working-dir", default=".", help="folder uploaded as the job's working directory")
+    p.add_argument("--no-wait", action="store_true", help="return after submitting instead of following the job")
+    p.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- python jobs/score.py --config ...")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("explain", help="counterfactual explanations (PNGs, parquet index, gallery) of scored images")
+    p.add_argument("--checkpoint", required=True, help="diffusion checkpoint: bundle, its checkpoints/ or the run folder")
+    p.add_argument("--results", required=True, help="results folder written by `meddiff score` (picks the images)")
+    p.add_argument("--out", required=True, help="explanation folder (re-running finishes an interrupted job)")
+    p.add_argument("--select", help="uncertain:k | certain:k | extremes:k | errors[:k] | ids:a,b | all "
+                                    "(default extremes:8)")
+    p.add_argument("--t-start", type=float, help="noise level the image is taken to (paper: 0.5 X-ray, 0.3 skin)")
+    p.add_argument("--steps", type=int, help="ancestral sampling steps (paper figures: 256)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (paper: 7.5)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="images per sampler call")
+    p.add_argument("--data", help="YAML config (its data section) or a MedMNIST .npz; default: the checkpoint's data")
+    p.add_argument("--config", help="YAML whose explain and ray sections give the defaults")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. explain.shard_size=4")
+    p.add_argument("--ray", action="store_true", help="explain on a Ray Data actor pool (see --actors, --address)")
+    p.add_argument("--actors", type=int, help="number of actors (implies --ray)")
+    p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="comparison report of results sets: Table 1, N/t ablations, coverage curves")
+    p.add_argument("results", nargs="+", help="results folders, optionally named: NAME=DIR")
+    p.add_argument("--out", required=True, help="report folder (report.md, *.parquet, *.png)")
+    p.add_argument("--notes", help="a markdown file appended to the report (e.g. findings)")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("--repeats", type=int, default=20, help="random draw subsets per N in the N ablation")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("presets", help="list the built-in configs")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("serve", help="serve a checkpoint over HTTP with Ray Serve (POST /predict, GET /healthz, /model)")
+    p.add_argument("--checkpoint", required=True, help="bundle folder, its checkpoints/ folder, or the run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--n-draws", type=int, help="noise draws per image (default: the checkpoint's score config)")
+    p.add_argument("--seed", type=int, help="run seed (default: the checkpoint's score config)")
+    p.add_argument("--max-batch-size", type=int, help="most requests batched into one model call (default 8)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="another serving setting, e.g. max_upload_bytes=5000000 or explain_steps=50 "
+                        "(see meddiff.serving.classifier.ServeSettings)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dashboard", help="browse results sets and explanations under a folder in a Streamlit app")
+    p.add_argument("--results", required=True, help="results root: the app reads only results sets under this folder")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 

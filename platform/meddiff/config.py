@@ -100,6 +100,9 @@ class TrainConfig:
 
     preload_max_gb: decode the whole training split into memory when it fits, else stream batches from the files with
         ``num_workers`` DataLoader worker processes.
+    grad_clip: max global gradient norm (0 = no clipping).
+    augment: baselines only: the paper's augmentations (rotation +-30 deg, h/v flips p = 0.5, Gaussian blur k = 5,
+        sigma 0.1-2). Diffusion models train without augmentation, as in the paper.
     num_threads: torch intra-op threads (0 = one per core).
     """
 
@@ -121,6 +124,7 @@ class TrainConfig:
     num_threads: int = 0
     num_workers: int = 2
     preload_max_gb: float = 4.0
+    augment: bool = True
 
     def __post_init__(self) -> None:
         _check(self.steps > 0, "train.steps", "a positive integer", self.steps)
@@ -139,6 +143,14 @@ class ScoreConfig:
     rule: the rule whose prediction fills the ``pred`` column: ``vote`` (the paper's) or ``average`` (Li et al.).
     seed: run seed; every image's noise is seeded from (seed, image id).
     store_draws: keep the per-draw errors and t in the results (needed for the N and t ablations).
+    shard_size: images per results file; a shard is the unit of work, of retry and of resume (exactly once).
+    limit: score only the first ``limit`` images of the split (0 = all).
+    batch_size: images in flight in the continuous-batching engine (slots refilled as images stop).
+    stopping: ``none`` (all N draws), ``exact`` (stop when the vote leader cannot be caught: identical predictions),
+        ``wilson`` or ``hoeffding`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
+    chunk_draws: draws added per image between stopping checks.
+    max_batch: denoiser inputs per forward pass (0: 256 on CPU, 2048 on GPU).
+    channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).
     """
 
     n_draws: int = 51
@@ -154,8 +166,20 @@ class ScoreConfig:
     precision: str = "auto"
     num_threads: int = 0
     limit: int = 0
+    shard_size: int = 256
+    stopping: str = "none"
+    delta: float = 0.01
+    chunk_draws: int = 8
+    max_batch: int = 0
+    channels_last: bool | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.shard_size > 0, "score.shard_size", "a positive integer", self.shard_size)
+        _check(self.stopping in ("none", "exact", "wilson", "hoeffding"), "score.stopping",
+               "'none', 'exact', 'wilson' or 'hoeffding'", self.stopping)
+        _check(0.0 < self.delta < 1.0, "score.delta", "a risk in (0, 1)", self.delta)
+        _check(self.chunk_draws > 0, "score.chunk_draws", "a positive integer", self.chunk_draws)
         _check(self.n_draws > 0, "score.n_draws", "a positive integer", self.n_draws)
         _check(0.0 <= self.t_min < self.t_max <= 1.0, "score.t_min/t_max", "0 <= t_min < t_max <= 1", (self.t_min, self.t_max))
         _check(self.error_target in ("eps", "x", "v"), "score.error_target", "'eps', 'x' or 'v'", self.error_target)
@@ -164,16 +188,89 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """How a run uses Ray (training with Ray Train, scoring with Ray Data actors).
+
+    address: "" starts a local embedded cluster (or joins one this process already started); "auto" joins the cluster
+        this machine belongs to; "ray://host:10001" or "host:6379" joins a remote one.
+    num_workers: Ray Train workers (data parallel, DDP: nccl on GPU, gloo on CPU); 0 runs the loop in this process.
+    use_gpu: give each Ray Train worker / scoring actor GPUs (null: when the cluster has GPUs).
+    cpus_per_worker / gpus_per_worker: resources of each training worker.
+    max_failures: training restarts after worker or node failures, resuming from the newest checkpoint.
+    actors / cpus_per_actor / gpus_per_actor: the scoring actor pool (each actor loads the checkpoint once).
+    threads_per_actor: torch threads in a CPU actor (0: cpus_per_actor rounded, at least 1).
+    actor_resources: custom Ray resources each actor needs (e.g. to pin actors to a node group).
+    """
+
+    address: str = ""
+    num_workers: int = 0
+    use_gpu: bool | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    max_failures: int = 2
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 1.0
+    threads_per_actor: int = 0
+    actor_resources: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 0, "ray.num_workers", "a non-negative integer", self.num_workers)
+        _check(self.actors >= 1, "ray.actors", "a positive integer", self.actors)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Counterfactual explanations of scored images (``meddiff explain``; DESIGN.md section 1, paper section 4.3).
+
+    t_start: how far each image is noised before it is denoised under every class (paper: 0.5 chest X-ray, 0.3 skin).
+    steps: ancestral sampling steps from t_start to 0 (paper figures: 256; the authors' script: 50).
+    guidance: classifier-free guidance scale w in (1 + w) x_hat(z, c) - w x_hat(z, null) (paper 7.5; script 4.5).
+    select: which scored images to explain: ``uncertain:k`` (k most uncertain), ``certain:k`` (k least uncertain),
+        ``extremes:k`` (k of each), ``errors`` (all misclassified), ``errors:k``, ``ids:a,b,...``, ``all``.
+    seed: run seed; an image's noise depends on (seed, image id) only.
+    batch_size: images per sampler call; shard_size: images per index file (the unit of work, retry and resume).
+    """
+
+    t_start: float = 0.5
+    steps: int = 256
+    guidance: float = 7.5
+    select: str = "extremes:8"
+    seed: int = 0
+    batch_size: int = 8
+    shard_size: int = 8
+    device: str = "auto"
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.t_start <= 1.0, "explain.t_start", "a time in [0, 1]", self.t_start)
+        _check(self.steps > 0, "explain.steps", "a positive integer", self.steps)
+        _check(self.guidance >= 0.0, "explain.guidance", "a non-negative guidance scale", self.guidance)
+        _check(self.batch_size > 0, "explain.batch_size", "a positive integer", self.batch_size)
+        _check(self.shard_size > 0, "explain.shard_size", "a positive integer", self.shard_size)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one run needs; saved as config.json beside its checkpoints and results."""
+    """Everything one run needs; saved as config.json beside its checkpoints and results.
+
+    method: ``diffusion`` (a conditional diffusion model used as a classifier) or ``baseline`` (a discriminative
+        timm classifier trained with cross-entropy and the paper's augmentations).
+    """
 
     name: str = "experiment"
     output_dir: str = "runs"
+    method: str = "diffusion"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("diffusion", "baseline"), "method", "'diffusion' or 'baseline'", self.method)
 
     @property
     def run_dir(self) -> Path:

@@ -1,7 +1,9 @@
 """``meddiff demo``: train a tiny diffusion classifier, score the test split, print the headline metrics.
 
-Real data when ../shared/data (or $MEDDIFF_DATA) holds it, else built-in synthetic phantoms, so a fresh machine without
-data still runs end to end. Re-running continues where an interrupted demo stopped; ``fresh=True`` starts over.
+It runs through Ray like a cluster job: a local embedded Ray cluster is started (and stopped at the end), training runs
+in a Ray Train worker and scoring on a pool of Ray Data actors. Real data when ../shared/data (or $MEDDIFF_DATA) holds
+it, else built-in synthetic phantoms, so a fresh machine without data still runs end to end. Re-running continues where
+an interrupted demo stopped; ``fresh=True`` starts over.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def pick_dataset(dataset: str) -> str:
 def run_demo(dataset: str = "auto", output_dir: str = "runs", overrides: dict[str, Any] | None = None,
              fresh: bool = False) -> dict[str, Any]:
     from meddiff.metrics import format_summary
+    from meddiff.raycluster import ray_session
     from meddiff.scoring.local import score_checkpoint
-    from meddiff.train.loop import train_diffusion
+    from meddiff.train.ray_trainer import fit
 
     name = pick_dataset(dataset)
     preset = DEMOS[name][0]
@@ -50,10 +53,13 @@ def run_demo(dataset: str = "auto", output_dir: str = "runs", overrides: dict[st
         shutil.rmtree(run_dir)
     print(f"[demo] {preset}: {where}; run folder {run_dir}", flush=True)
     t0 = time.monotonic()
-    bundle = train_diffusion(cfg)
-    t_train = time.monotonic() - t0
     results = run_dir / "results" / cfg.score.split
-    summary = score_checkpoint(bundle, cfg.data, cfg.score, results)
+    with ray_session(cfg.ray.address):
+        print(f"[demo] Ray started; training with {cfg.ray.num_workers} Ray Train worker(s), scoring with "
+              f"{cfg.ray.actors} Ray Data actor(s)", flush=True)
+        bundle = fit(cfg)
+        t_train = time.monotonic() - t0
+        summary = score_checkpoint(bundle, cfg.data, cfg.score, results, ray_cfg=cfg.ray)
     t_total = time.monotonic() - t0
     summary.update(train_seconds=round(t_train, 1), total_seconds=round(t_total, 1), checkpoint=str(bundle),
                    results=str(results), preset=preset)

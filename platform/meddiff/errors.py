@@ -20,3 +20,7 @@ class DataError(MeddiffError):
 
 class CheckpointError(MeddiffError):
     """A checkpoint bundle is missing, incomplete or incompatible with the request."""
+
+
+class ResultsError(MeddiffError):
+    """A results folder cannot be written or read as asked (planned for other rows, foreign files, bad schema)."""

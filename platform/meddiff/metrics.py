@@ -146,5 +146,100 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"accuracy on the 50% least uncertain {summary['accuracy_at_50pct']:.3f}"
         )
     if "nfe_per_image" in summary:
-        lines.append(f"denoiser evaluations per image: {summary['nfe_per_image']:.0f}")
+        what = "denoiser" if "accuracy_vote" in summary else "network"
+        lines.append(f"{what} evaluations per image: {summary['nfe_per_image']:.0f}")
     return "\n".join(lines)
+
+
+# --- classification details, selective prediction, calibration, confidence intervals (report) -------------------------
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C, C] counts, rows = true class, columns = predicted class (scikit-learn's convention)."""
+    from sklearn.metrics import confusion_matrix as _cm
+
+    return _cm(np.asarray(y), np.asarray(pred), labels=list(range(num_classes)))
+
+
+def sensitivity_specificity(y: np.ndarray, pred: np.ndarray, positive: int = 1) -> dict[str, float]:
+    """Binary rates with ``positive`` as the disease class: sensitivity (recall) = TP / (TP + FN), specificity =
+    TN / (TN + FP), precision (PPV) = TP / (TP + FP). NaN where a denominator is zero."""
+    y, pred = np.asarray(y) == positive, np.asarray(pred) == positive
+    tp, fn = int((y & pred).sum()), int((y & ~pred).sum())
+    tn, fp = int((~y & ~pred).sum()), int((~y & pred).sum())
+    ratio = lambda a, b: a / b if b else float("nan")
+    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp), "precision": ratio(tp, tp + fp),
+            "recall": ratio(tp, tp + fn)}
+
+
+def aurc(correct: np.ndarray, uncertainty: np.ndarray, tiebreak: np.ndarray | None = None) -> float:
+    """Area under the risk-coverage curve: the mean over k = 1..N of the error rate of the k most certain images
+    (Geifman & El-Yaniv). Lower is better; a perfect ranking of an accuracy-a classifier reaches its minimum."""
+    if len(correct) == 0:
+        return float("nan")
+    curve = coverage_curve(correct, uncertainty, tiebreak)
+    return float((1.0 - curve["accuracy"]).mean())
+
+
+def calibration_bins(correct: np.ndarray, confidence: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table: confidence in [0, 1] cut into ``n_bins`` equal bins (lo, hi] (the first also holds 0).
+
+    Columns lo, hi, count, confidence (mean), accuracy (mean of ``correct``); empty bins have count 0 and NaNs.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    corr = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        m = idx == b
+        rows.append({"lo": edges[b], "hi": edges[b + 1], "count": int(m.sum()),
+                     "confidence": float(conf[m].mean()) if m.any() else float("nan"),
+                     "accuracy": float(corr[m].mean()) if m.any() else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(correct: np.ndarray, confidence: np.ndarray, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (count / N) |accuracy - mean confidence| (Guo et al. 2017). For a diffusion classifier
+    the confidence is the winning class's vote share; for a baseline its top softmax probability."""
+    bins = calibration_bins(correct, confidence, n_bins)
+    n = bins["count"].sum()
+    if n == 0:
+        return float("nan")
+    full = bins[bins["count"] > 0]
+    return float((full["count"] / n * (full["accuracy"] - full["confidence"]).abs()).sum())
+
+
+def bootstrap_ci(
+    metric,
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``metric(*arrays)`` over images (resampled with replacement).
+
+    ``arrays`` share their first axis (e.g. y and pred, or y and scores). Resamples where the metric is NaN (e.g. AUC
+    on a single-class resample) are dropped. Returns (lo, hi); (NaN, NaN) without data.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    n = len(arrays[0])
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        stats[i] = metric(*(a[idx] for a in arrays))
+    stats = stats[~np.isnan(stats)]
+    if len(stats) == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1.0 - tail))
+
+
+def selective_table(
+    correct: np.ndarray, uncertainty: np.ndarray, coverages=(1.0, 0.8, 0.55), tiebreak: np.ndarray | None = None
+) -> dict[str, float]:
+    """Accuracy at the given coverages (the paper's Fig. 3 read at fixed points): {"acc@100": ..., "acc@80": ...}."""
+    return {f"acc@{int(round(c * 100))}": accuracy_at_coverage(correct, uncertainty, c, tiebreak) for c in coverages}

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from meddiff.scoring import schema as S
-from meddiff.scoring.results import ResultsWriter, read_results, scored_ids
+from meddiff.scoring.results import read_results
 
 
 def _row(i, status="ok"):
@@ -32,13 +32,22 @@ def test_missing_column_detected():
         S.check_table(S.to_table([_row(0)]).drop_columns([S.UNCERTAINTY]))
 
 
-def test_writer_parts_and_readback(tmp_path):
-    w = ResultsWriter(tmp_path, rows_per_file=3)
-    w.add([_row(i) for i in range(7)])
-    w.add([_row(7, "error")])
-    w.close()
-    assert len(list(tmp_path.glob("*.parquet"))) == 2 and w.written == 8
+def test_shards_write_once_and_read_back(tmp_path):
+    import pandas as pd
+
+    from meddiff.scoring.shards import plan_shards, write_shard
+
+    frame = pd.DataFrame({"id": [f"img{i}" for i in range(8)], "label": [i % 2 for i in range(8)]})
+    plan = plan_shards(frame, tmp_path, shard_size=3)
+    assert plan.num_shards == 3 and plan.pending() == [0, 1, 2]
+    for k in plan.pending():
+        write_shard(plan, k, [_row(i) for i in range(3 * k, min(3 * k + 3, 8))])
+    write_shard(plan, 1, [_row(i) for i in range(3, 6)])  # a retried shard overwrites, never duplicates
     df = read_results(tmp_path)
-    assert len(df) == 8 and set(df[S.STATUS]) == {"ok", "error"}
-    assert scored_ids(tmp_path) == {f"img{i}" for i in range(8)}
-    assert not list(tmp_path.glob("*.tmp"))
+    assert len(df) == 8 and df[S.IMAGE_ID].is_unique and plan.pending() == [] and plan.done_rows() == 8
+    assert not list(tmp_path.glob(".*tmp*"))
+    # the folder is tied to its plan
+    import pytest as _pytest
+
+    with _pytest.raises(Exception, match="planned for 8 other rows"):
+        plan_shards(frame.iloc[:5], tmp_path, shard_size=3)

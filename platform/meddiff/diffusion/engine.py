@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from meddiff.diffusion.loss import time_input
-from meddiff.diffusion.noise import draw_pairs
+from meddiff.diffusion.noise import pair_noise
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma
 from meddiff.diffusion.uncertainty import vote_entropy
 from meddiff.diffusion.vparam import diffuse, eps_from_v, v_target, x_from_v
@@ -35,8 +35,9 @@ class EngineSpec:
     error_target: str = "eps"
     t_min: float = 0.0
     t_max: float = 1.0
-    max_batch: int = 256
+    max_batch: int = 256  # denoiser inputs per forward pass (images x draws x classes)
     autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,58 @@ class VoteResult:
     uncertainty: torch.Tensor  # [B] normalised vote entropy
 
 
+def pair_errors(
+    denoiser: nn.Module,
+    x: torch.Tensor,
+    img_seeds: Sequence[int],
+    draw_ids: Sequence[int],
+    spec: EngineSpec,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Errors of every class for P (image, draw) pairs; the building block of every engine.
+
+    Args:
+        x: [P, C_in, H, W] clean inputs in model space (row p is the image of pair p), on the denoiser's device.
+        img_seeds, draw_ids: P image seeds (``noise.image_seed``) and draw indices.
+    Returns:
+        errors: [P, num_classes] float32; t: [P] the draws' t.
+    """
+    p, c = x.shape[0], spec.num_classes
+    device = x.device
+    t, eps = pair_noise(img_seeds, draw_ids, tuple(x.shape[1:]), spec.t_min, spec.t_max, device)
+    logsnr = spec.schedule.logsnr(t)
+    alpha, sigma = alpha_sigma(logsnr)
+    z = diffuse(x, eps, alpha, sigma)
+    if spec.channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    errors = torch.empty(p, c, device=device)
+    pairs_per_pass = max(1, spec.max_batch // c)
+    classes = torch.arange(c, device=device)
+    amp = (
+        torch.autocast(device_type=device.type, dtype=spec.autocast_dtype)
+        if spec.autocast_dtype is not None
+        else nullcontext()
+    )
+    for start in range(0, p, pairs_per_pass):
+        sl = slice(start, min(start + pairs_per_pass, p))
+        n = sl.stop - sl.start
+        # every class of a draw in the same forward pass, sharing z: [n*C, ...], class-minor order
+        z_in = z[sl].repeat_interleave(c, dim=0)
+        labels = classes.repeat(n)
+        time = time_input(logsnr[sl], t[sl], spec.time_kind).repeat_interleave(c)
+        with amp:
+            v_hat = denoiser(z_in, time, labels).float()
+        a_in, s_in = alpha[sl].repeat_interleave(c), sigma[sl].repeat_interleave(c)
+        if spec.error_target == "eps":
+            pred, target = eps_from_v(z_in, v_hat, a_in, s_in), eps[sl].repeat_interleave(c, dim=0)
+        elif spec.error_target == "x":
+            pred, target = x_from_v(z_in, v_hat, a_in, s_in), x[sl].repeat_interleave(c, dim=0)
+        else:
+            pred = v_hat
+            target = v_target(x[sl], eps[sl], alpha[sl], sigma[sl]).repeat_interleave(c, dim=0)
+        errors[sl] = (pred - target).pow(2).flatten(1).mean(1).reshape(n, c)
+    return errors, t
+
+
 def draw_errors(
     denoiser: nn.Module,
     x: torch.Tensor,
@@ -57,7 +110,7 @@ def draw_errors(
     draws: Sequence[int],
     spec: EngineSpec,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-draw reconstruction errors of every class.
+    """Per-draw reconstruction errors of every class for a batch of images and a list of draws.
 
     Args:
         x: [B, C_in, H, W] clean inputs in model space, on the denoiser's device.
@@ -66,43 +119,11 @@ def draw_errors(
     Returns:
         errors: [B, num_classes, K] float32; t: [B, K] the draws' t.
     """
-    b, k, c = x.shape[0], len(draws), spec.num_classes
-    device = x.device
-    t, eps = draw_pairs(img_seeds, draws, tuple(x.shape[1:]), spec.t_min, spec.t_max, device)
-    logsnr = spec.schedule.logsnr(t)  # [B, K]
-    alpha, sigma = alpha_sigma(logsnr)
-    # flatten (image, draw) pairs: row r = b * K + k
-    x_rep = x.repeat_interleave(k, dim=0)  # [B*K, ...]
-    eps_f = eps.reshape((b * k,) + tuple(x.shape[1:]))
-    a_f, s_f, l_f, t_f = alpha.reshape(-1), sigma.reshape(-1), logsnr.reshape(-1), t.reshape(-1)
-    z = diffuse(x_rep, eps_f, a_f, s_f)
-    errors = torch.empty(b * k, c, device=device)
-    pairs_per_pass = max(1, spec.max_batch // c)
-    classes = torch.arange(c, device=device)
-    amp = (
-        torch.autocast(device_type=device.type, dtype=spec.autocast_dtype)
-        if spec.autocast_dtype is not None
-        else nullcontext()
-    )
-    for start in range(0, b * k, pairs_per_pass):
-        sl = slice(start, min(start + pairs_per_pass, b * k))
-        n = sl.stop - sl.start
-        # every class of a draw in the same forward pass, sharing z: [n*C, ...], class-minor order
-        z_in = z[sl].repeat_interleave(c, dim=0)
-        labels = classes.repeat(n)
-        time = time_input(l_f[sl], t_f[sl], spec.time_kind).repeat_interleave(c)
-        with amp:
-            v_hat = denoiser(z_in, time, labels).float()
-        a_in, s_in = a_f[sl].repeat_interleave(c), s_f[sl].repeat_interleave(c)
-        if spec.error_target == "eps":
-            pred, target = eps_from_v(z_in, v_hat, a_in, s_in), eps_f[sl].repeat_interleave(c, dim=0)
-        elif spec.error_target == "x":
-            pred, target = x_from_v(z_in, v_hat, a_in, s_in), x_rep[sl].repeat_interleave(c, dim=0)
-        else:
-            pred = v_hat
-            target = v_target(x_rep[sl], eps_f[sl], a_f[sl], s_f[sl]).repeat_interleave(c, dim=0)
-        errors[sl] = (pred - target).pow(2).flatten(1).mean(1).reshape(n, c)
-    return errors.reshape(b, k, c).permute(0, 2, 1).contiguous(), t
+    b, k = x.shape[0], len(draws)
+    seeds = [s for s in img_seeds for _ in range(k)]
+    ids = [d for _ in range(b) for d in draws]
+    errors, t = pair_errors(denoiser, x.repeat_interleave(k, dim=0), seeds, ids, spec)
+    return errors.reshape(b, k, -1).permute(0, 2, 1).contiguous(), t.reshape(b, k)
 
 
 def count_votes(errors: torch.Tensor) -> torch.Tensor:

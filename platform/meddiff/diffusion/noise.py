@@ -31,6 +31,31 @@ def draw_seed(img_seed: int, k: int) -> int:
     return (z ^ (z >> 31)) & _MASK63
 
 
+def pair_noise(
+    img_seeds: Sequence[int],
+    draw_ids: Sequence[int],
+    shape: tuple[int, ...],
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (t, eps) of P arbitrary (image seed, draw index) pairs.
+
+    Returns:
+        t: [P] uniform on [t_min, t_max]; eps: [P, *shape] standard normal.
+    """
+    device = torch.device(device)
+    p = len(img_seeds)
+    t = torch.empty(p, device=device)
+    eps = torch.empty((p,) + tuple(shape), device=device)
+    gen = torch.Generator(device=device)
+    for i, (s, d) in enumerate(zip(img_seeds, draw_ids)):
+        gen.manual_seed(draw_seed(int(s), int(d)))
+        t[i] = torch.rand((), generator=gen, device=device)
+        eps[i] = torch.randn(shape, generator=gen, device=device)
+    return t_min + (t_max - t_min) * t, eps
+
+
 def draw_pairs(
     img_seeds: Sequence[int],
     draws: Sequence[int],
@@ -44,14 +69,8 @@ def draw_pairs(
     Returns:
         t: [B, K] uniform on [t_min, t_max]; eps: [B, K, *shape] standard normal.
     """
-    device = torch.device(device)
     b, k = len(img_seeds), len(draws)
-    t = torch.empty(b, k, device=device)
-    eps = torch.empty((b, k) + tuple(shape), device=device)
-    gen = torch.Generator(device=device)
-    for i, s in enumerate(img_seeds):
-        for j, d in enumerate(draws):
-            gen.manual_seed(draw_seed(int(s), int(d)))
-            t[i, j] = torch.rand((), generator=gen, device=device)
-            eps[i, j] = torch.randn(shape, generator=gen, device=device)
-    return t_min + (t_max - t_min) * t, eps
+    seeds = [s for s in img_seeds for _ in range(k)]
+    ids = [d for _ in range(b) for d in draws]
+    t, eps = pair_noise(seeds, ids, shape, t_min, t_max, device)
+    return t.reshape(b, k), eps.reshape((b, k) + tuple(shape))

@@ -6,27 +6,34 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from meddiff.config import ScoreConfig, to_dict
+from meddiff.config import RayConfig, ScoreConfig, to_dict
 from meddiff.data import Manifest
+from meddiff.errors import DataError
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
-from meddiff.scoring.results import ResultsWriter, scored_ids, write_meta
+from meddiff.scoring.results import write_meta
+from meddiff.scoring.shards import plan_shards, score_shard
 
 
-def results_meta(predictor, manifest: Manifest, cfg: ScoreConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConfig,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """meta.json of a results set: what was scored, with which model and settings, by which code."""
     meta = {
-        "method": predictor.method,
-        "model_id": predictor.model_id,
-        "class_names": list(predictor.class_names),
+        "method": bundle_meta.get("kind"),
+        "model_id": bundle_meta.get("model_id"),
+        "class_names": list(bundle_meta.get("class_names", [])),
         "score_config": to_dict(cfg),
         "data": {"name": manifest.name, "fingerprint": manifest.fingerprint(), "rows": len(manifest)},
-        "checkpoint_metadata": getattr(getattr(predictor, "model", None), "metadata", None),
+        "checkpoint_metadata": bundle_meta,
         "code_version": code_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     meta.update(extra or {})
     return meta
+
+
+def limited_frame(manifest: Manifest, cfg: ScoreConfig):
+    return manifest.frame.iloc[: cfg.limit] if cfg.limit else manifest.frame
 
 
 def score_manifest(
@@ -36,52 +43,64 @@ def score_manifest(
     cfg: ScoreConfig,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score every row of ``manifest`` not yet in ``out_dir``; returns {"scored", "skipped", "errors", "seconds"}.
+    """Score the rows of ``manifest`` in this process, shard by shard (see ``meddiff.scoring.shards``).
 
-    Rows already present in ``out_dir`` (from an interrupted run) are skipped, so re-running finishes the rest.
+    Shards already written to ``out_dir`` (an interrupted run) are skipped, so re-running finishes the rest.
+    Returns {"scored", "skipped", "errors", "seconds"}.
     """
-    out_dir = Path(out_dir)
-    frame = manifest.frame
-    if cfg.limit:
-        frame = frame.iloc[: cfg.limit]
-    done = scored_ids(out_dir)
-    todo = frame[~frame["id"].astype(str).isin(done)].to_dict("records")
-    write_meta(out_dir, results_meta(predictor, manifest, cfg))
-    writer = ResultsWriter(out_dir)
-    progress = Progress(len(todo), "[score] images", unit="img", every_s=10.0, write=log)
-    errors = 0
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
+    write_meta(out_dir, results_meta(predictor.metadata, manifest, cfg))
+    skipped = plan.done_rows()
+    progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
+    errors, scored = 0, 0
     t0 = time.monotonic()
-    for start in range(0, len(todo), cfg.batch_size):
-        rows = predictor.predict_rows(todo[start : start + cfg.batch_size])
-        errors += sum(r["status"] != "ok" for r in rows)
-        writer.add(rows)
-        progress.update(len(rows))
-    writer.close()
-    return {"scored": len(todo), "skipped": len(done), "errors": errors, "seconds": time.monotonic() - t0}
+    for shard in plan.pending():
+        stats = score_shard(predictor, plan, shard, on_batch=progress.update)
+        errors += stats["errors"]
+        scored += stats["rows"]
+    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0}
 
 
-def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir: str | Path,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Load a checkpoint, score ``cfg.split`` of ``data_cfg`` into ``out_dir`` and return the headline metrics.
-
-    The images are decoded at the checkpoint's image size and channel count, whatever ``data_cfg`` says.
-    """
+def checkpoint_manifest(bundle_meta: dict[str, Any], data_cfg, split: str) -> Manifest:
+    """The ``split`` of ``data_cfg`` decoded at the checkpoint's image size and channels, with the checkpoint's classes."""
     import dataclasses
 
     from meddiff.data import build_manifest
-    from meddiff.metrics import summarize_results
-    from meddiff.scoring.predictor import DiffusionPredictor
-    from meddiff.scoring.results import read_results
 
-    predictor = DiffusionPredictor.from_checkpoint(checkpoint, cfg)
-    data_cfg = dataclasses.replace(data_cfg, image_size=predictor.model.image_size, channels=predictor.model.channels)
-    manifest = build_manifest(data_cfg).select(cfg.split)
-    if tuple(manifest.class_names) != tuple(predictor.class_names):
-        raise ValueError(
-            f"the data's classes {manifest.class_names} differ from the checkpoint's {predictor.class_names}; "
+    data_cfg = dataclasses.replace(data_cfg, image_size=int(bundle_meta["image_size"]),
+                                   channels=int(bundle_meta["channels"]))
+    manifest = build_manifest(data_cfg).select(split)
+    if tuple(manifest.class_names) != tuple(bundle_meta["class_names"]):
+        raise DataError(
+            f"the data's classes {manifest.class_names} differ from the checkpoint's {tuple(bundle_meta['class_names'])}; "
             f"score a data set with the classes the model was trained on"
         )
-    run = score_manifest(predictor, manifest, out_dir, cfg, log=log)
-    summary = summarize_results(read_results(out_dir), len(predictor.class_names))
+    return manifest
+
+
+def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir: str | Path,
+                     log: Callable[[str], None] | None = None, ray_cfg: RayConfig | None = None) -> dict[str, Any]:
+    """Score ``cfg.split`` of ``data_cfg`` with a checkpoint (diffusion or baseline: its metadata ``kind`` decides) into
+    ``out_dir`` and return the headline metrics.
+
+    In this process, or with ``ray_cfg`` on a Ray Data actor pool (Ray must be initialised). Both write the same
+    shard files, so a folder started one way can be finished the other way. The images are decoded at the checkpoint's
+    image size and channel count, whatever ``data_cfg`` says.
+    """
+    from meddiff.metrics import summarize_results
+    from meddiff.scoring.results import read_results
+    from meddiff.train.checkpoint import read_bundle
+
+    bundle = read_bundle(checkpoint)
+    manifest = checkpoint_manifest(bundle.metadata, data_cfg, cfg.split)
+    if ray_cfg is None:
+        from meddiff.scoring.predictor import load_predictor
+
+        run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log)
+    else:
+        from meddiff.scoring.ray_pipeline import score_with_ray
+
+        run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log)
+    summary = summarize_results(read_results(out_dir), len(bundle.class_names))
     summary.update(run)
     return summary

@@ -1,7 +1,9 @@
 """The predictor core shared by batch scoring (in-process or Ray Data actors) and the Serve endpoint.
 
-``DiffusionPredictor`` holds a loaded model and turns manifest rows (or raw pixel batches) into results rows that follow
-``meddiff.scoring.schema``. It is a plain Python object: Ray wraps it, it never imports Ray.
+``DiffusionPredictor`` (a diffusion classifier) and ``BaselinePredictor`` (a discriminative baseline) hold a loaded model
+and turn manifest rows (or raw pixel batches) into results rows that follow ``meddiff.scoring.schema``; both have the
+same interface, and ``load_predictor`` picks the one a checkpoint's metadata ``kind`` asks for. They are plain Python
+objects: Ray wraps them, they never import Ray.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import torch
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
 from meddiff.device import autocast_dtype, resolve_device, set_threads
-from meddiff.diffusion.engine import EngineSpec, classify
+from meddiff.diffusion.engine import EngineSpec
+from meddiff.diffusion.streaming import ImageResult, StreamSpec, stream_classify
 from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.diffusion.noise import image_seed
-from meddiff.diffusion.uncertainty import vote_share
+from meddiff.diffusion.uncertainty import softmax_entropy, vote_share
+from meddiff.errors import CheckpointError
+from meddiff.models.baseline_model import BaselineModel, load_baseline_model
 from meddiff.provenance import code_version
 from meddiff.scoring import schema as S
+from meddiff.train.checkpoint import read_bundle
 
 
 class DiffusionPredictor:
@@ -40,9 +46,16 @@ class DiffusionPredictor:
             error_target=cfg.error_target,
             t_min=cfg.t_min,
             t_max=cfg.t_max,
-            max_batch=max(cfg.batch_size, 1) * model.num_classes * 8,
+            max_batch=cfg.max_batch or (256 if self.device.type == "cpu" else 2048),
             autocast_dtype=autocast_dtype(self.device, cfg.precision),
+            channels_last=self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last,
         )
+        self.stream = StreamSpec(n_draws=cfg.n_draws, rule=cfg.stopping, delta=cfg.delta, chunk=cfg.chunk_draws,
+                                 slots=cfg.batch_size)
+        if self.spec.channels_last:
+            self.model.denoiser.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self.model.denoiser = torch.compile(self.model.denoiser)
         self._code_version = code_version()
 
     @classmethod
@@ -59,6 +72,11 @@ class DiffusionPredictor:
     def model_id(self) -> str:
         return self.model.model_id
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The checkpoint's metadata.json (empty for a model that was never saved)."""
+        return self.model.metadata or {}
+
     def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Score a batch of decoded images.
 
@@ -68,62 +86,165 @@ class DiffusionPredictor:
         Returns: B dicts with the prediction columns of the results schema.
         """
         x = self.model.to_model_space(pixels.to(self.device))
-        seeds = [image_seed(self.cfg.seed, i) for i in ids]
-        res, errors, t = classify(self.model.denoiser, x, seeds, self.cfg.n_draws, self.spec)
-        share = vote_share(res.votes)
-        pred = res.pred_vote if self.cfg.rule == "vote" else res.pred_average
+        items = ((b, x[b], image_seed(self.cfg.seed, str(i))) for b, i in enumerate(ids))
+        results = dict(stream_classify(self.model.denoiser, items, self.spec, self.stream))
+        return [self._row(results[b]) for b in range(len(ids))]
+
+    def _row(self, res: ImageResult) -> dict[str, Any]:
+        p = res.pred_vote if self.cfg.rule == "vote" else res.pred_average
+        row = {
+            S.PRED: p,
+            S.PRED_NAME: self.class_names[p],
+            S.PRED_VOTE: res.pred_vote,
+            S.PRED_AVERAGE: res.pred_average,
+            S.VOTES: res.votes.tolist(),
+            S.PROB: vote_share(res.votes[None])[0].tolist(),
+            S.MEAN_ERROR: res.mean_error.tolist(),
+            S.UNCERTAINTY: res.uncertainty,
+            S.N_DRAWS: res.n_draws,
+            S.NFE: res.n_draws * self.model.num_classes,
+            S.METHOD: self.method,
+            S.RULE: self.cfg.rule,
+            S.MODEL_ID: self.model_id,
+            S.SEED: self.cfg.seed,
+            S.STATUS: S.STATUS_OK,
+            S.CODE_VERSION: self._code_version,
+        }
+        if self.cfg.store_draws:
+            row[S.DRAW_ERRORS] = res.errors.tolist()
+            row[S.DRAW_T] = res.t.tolist()
+        return row
+
+    def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
+        return predict_manifest_rows(self, rows)
+
+
+class BaselinePredictor:
+    """Scores images with a discriminative baseline: softmax probabilities, argmax prediction, softmax entropy.
+
+    One network evaluation per image (``nfe`` 1); the vote columns, ``n_draws`` and ``rule`` stay null.
+    """
+
+    method = "baseline"
+
+    def __init__(self, model: BaselineModel, cfg: ScoreConfig, device: torch.device | None = None) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model.network.to(self.device).eval()
+        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
+        self._code_version = code_version()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "BaselinePredictor":
+        set_threads(cfg.num_threads)
+        device = resolve_device(cfg.device)
+        return cls(load_baseline_model(path, device), cfg, device)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The checkpoint's metadata.json (empty for a model that was never saved)."""
+        return self.model.metadata or {}
+
+    @torch.inference_mode()
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, channels, image_size, image_size] in [-1, 1] -> float32 logits [B, num_classes] (on the CPU)."""
+        x = pixels.to(self.device)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                return self.model.network(x).float().cpu()
+        return self.model.network(x).float().cpu()
+
+    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Score a batch of decoded images.
+
+        Args:
+            pixels: [B, channels, image_size, image_size] in [-1, 1].
+            ids: B image ids (unused by the network; kept for the interface).
+        Returns: B dicts with the prediction columns of the results schema.
+        """
+        logits = self.logits(pixels)
+        prob = torch.softmax(logits, dim=-1)
+        uncertainty = softmax_entropy(logits)
+        pred = prob.argmax(dim=-1)
         rows = []
         for b in range(len(ids)):
             p = int(pred[b])
-            row = {
+            rows.append({
                 S.PRED: p,
                 S.PRED_NAME: self.class_names[p],
-                S.PRED_VOTE: int(res.pred_vote[b]),
-                S.PRED_AVERAGE: int(res.pred_average[b]),
-                S.VOTES: res.votes[b].tolist(),
-                S.PROB: share[b].tolist(),
-                S.MEAN_ERROR: res.mean_error[b].tolist(),
-                S.UNCERTAINTY: float(res.uncertainty[b]),
-                S.N_DRAWS: self.cfg.n_draws,
-                S.NFE: self.cfg.n_draws * self.model.num_classes,
+                S.PRED_VOTE: None,
+                S.PRED_AVERAGE: None,
+                S.VOTES: None,
+                S.PROB: prob[b].tolist(),
+                S.MEAN_ERROR: None,
+                S.UNCERTAINTY: float(uncertainty[b]),
+                S.N_DRAWS: None,
+                S.NFE: 1,
                 S.METHOD: self.method,
-                S.RULE: self.cfg.rule,
+                S.RULE: None,
                 S.MODEL_ID: self.model_id,
                 S.SEED: self.cfg.seed,
                 S.STATUS: S.STATUS_OK,
                 S.CODE_VERSION: self._code_version,
-            }
-            if self.cfg.store_draws:
-                row[S.DRAW_ERRORS] = errors[b].tolist()
-                row[S.DRAW_T] = t[b].tolist()
-            rows.append(row)
+            })
         return rows
 
     def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score manifest rows (id, label, split, source, path, ...): decode, predict, and mark undecodable rows as errors.
+        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
+        return predict_manifest_rows(self, rows)
 
-        One bad image never fails the batch: its row gets status "error" and the decoder's message.
-        """
-        images, errors = self.decoder.decode_batch(rows)
-        good = [i for i, e in enumerate(errors) if e is None]
-        out = [self._identity(row) for row in rows]
-        if good:
-            preds = self.predict_pixels(images[good], [str(rows[i]["id"]) for i in good])
-            for i, pred in zip(good, preds):
-                out[i].update(pred)
-        for i, err in enumerate(errors):
-            if err is not None:
-                out[i].update({S.STATUS: S.STATUS_ERROR, S.ERROR: err, S.METHOD: self.method,
-                               S.MODEL_ID: self.model_id, S.SEED: self.cfg.seed, S.CODE_VERSION: self._code_version})
-        return out
 
-    def _identity(self, row: dict[str, Any]) -> dict[str, Any]:
-        label = row.get("label")
-        label = -1 if label is None or label != label else int(label)
-        return {
-            S.IMAGE_ID: str(row["id"]),
-            S.LABEL: label,
-            S.LABEL_NAME: self.class_names[label] if 0 <= label < len(self.class_names) else None,
-            S.SPLIT: row.get("split"),
-            S.SOURCE: row.get("source"),
-        }
+PREDICTORS = {DiffusionPredictor.method: DiffusionPredictor, BaselinePredictor.method: BaselinePredictor}
+
+
+def load_predictor(path: str | Path, cfg: ScoreConfig) -> DiffusionPredictor | BaselinePredictor:
+    """The predictor for the checkpoint at ``path`` (bundle, checkpoints/ or run folder), chosen by its metadata kind."""
+    kind = read_bundle(path).metadata.get("kind")
+    if kind not in PREDICTORS:
+        raise CheckpointError(f"{path}: checkpoint kind {kind!r} has no predictor; known kinds are {sorted(PREDICTORS)}")
+    return PREDICTORS[kind].from_checkpoint(path, cfg)
+
+
+def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decode manifest rows with ``predictor.decoder``, score the decodable ones with ``predictor.predict_pixels`` and
+    return one results row per input row.
+
+    One bad image never fails the batch: its row gets status "error" and the decoder's message.
+    """
+    images, errors = predictor.decoder.decode_batch(rows)
+    good = [i for i, e in enumerate(errors) if e is None]
+    out = [identity_fields(row, predictor.class_names) for row in rows]
+    if good:
+        preds = predictor.predict_pixels(images[good], [str(rows[i]["id"]) for i in good])
+        for i, pred in zip(good, preds):
+            out[i].update(pred)
+    for i, err in enumerate(errors):
+        if err is not None:
+            out[i].update({S.STATUS: S.STATUS_ERROR, S.ERROR: err, S.METHOD: predictor.method,
+                           S.MODEL_ID: predictor.model_id, S.SEED: predictor.cfg.seed,
+                           S.CODE_VERSION: predictor._code_version})
+    return out
+
+
+def identity_fields(row: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """The columns that identify a manifest row: image id, label (-1 when unknown), label name, split, source."""
+    label = row.get("label")
+    label = -1 if label is None or label != label else int(label)
+    return {
+        S.IMAGE_ID: str(row["id"]),
+        S.LABEL: label,
+        S.LABEL_NAME: class_names[label] if 0 <= label < len(class_names) else None,
+        S.SPLIT: row.get("split"),
+        S.SOURCE: row.get("source"),
+    }

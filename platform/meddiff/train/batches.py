@@ -89,3 +89,18 @@ def streamed_batches(manifest: Manifest, decoder: ImageDecoder, batch_size: int,
     )
     for images, labels, _index in loader:
         yield images, labels
+
+
+def training_batches(train_m: Manifest, decoder: ImageDecoder, tc, ctx, start: int,
+                     device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (pixels [B, C, H, W], labels [B]) batch of every step after ``start``: in memory when the decoded split fits
+    in ``train.preload_max_gb`` (moved to ``device`` once), else streamed from the files by DataLoader workers."""
+    need = bytes_needed(len(train_m), decoder)
+    if need <= tc.preload_max_gb * 2**30:
+        images, labels = decode_split(train_m, decoder, label="[train] decoding")
+        images, labels = images.to(device), labels.to(device)
+        return memory_batches(images, labels, tc.batch_size, tc.seed, ctx.rank, start, tc.steps)
+    if ctx.is_main:
+        ctx.log(f"[train] {len(train_m)} images need {need / 2**30:.1f} GiB decoded (> train.preload_max_gb = "
+                f"{tc.preload_max_gb}): streaming batches with {tc.num_workers} loader worker(s)")
+    return streamed_batches(train_m, decoder, tc.batch_size, tc.seed, ctx.rank, start, tc.steps, tc.num_workers)

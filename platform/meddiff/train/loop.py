@@ -12,46 +12,22 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
 from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
 from meddiff.data import ImageDecoder, build_manifest
-from meddiff.device import autocast_dtype, resolve_device, set_threads
+from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.loss import diffusion_loss
 from meddiff.diffusion.model import build_diffusion_model
 from meddiff.errors import CheckpointError
 from meddiff.progress import Progress
-from meddiff.train.batches import bytes_needed, decode_split, memory_batches, step_generator, streamed_batches
-from meddiff.train.checkpoint import list_bundles, load_train_state, save_bundle
+from meddiff.train.batches import step_generator, training_batches
+from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.train.context import LocalContext
 from safetensors.torch import load_file
-
-
-@dataclass
-class LocalContext:
-    """Where the loop runs. Ray Train passes its own context (rank, world size, report, model wrapping)."""
-
-    rank: int = 0
-    world_size: int = 1
-    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
-
-    def report(self, metrics: dict[str, Any], bundle: Path | None) -> None:
-        pass
-
-    def resume_bundle(self, checkpoints_dir: Path) -> Path | None:
-        bundles = list_bundles(checkpoints_dir)
-        return bundles[-1] if bundles else None
 
 
 def lr_at(step: int, base_lr: float, warmup: int) -> float:
@@ -79,10 +55,10 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
     ctx = context or LocalContext()
     tc = cfg.train
     set_threads(tc.num_threads)
-    device = resolve_device(tc.device)
+    device = ctx.device(tc.device)
     amp_dtype = autocast_dtype(device, tc.precision)
     run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = ctx.checkpoint_dir(run_dir)
 
     manifest = build_manifest(cfg.data)
     train_m = manifest.select("train")
@@ -102,7 +78,7 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
     ema = EMA(denoiser, beta=tc.ema_beta, warmup=tc.ema_warmup, every=tc.ema_every)
 
     start = 0
-    resume = ctx.resume_bundle(ckpt_dir)
+    resume = ctx.resume_bundle(run_dir)
     if resume is not None:
         _check_resumable(resume, cfg, fingerprint)
         state = load_train_state(resume, denoiser, optimizer)
@@ -113,7 +89,7 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
         if ctx.is_main:
             ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")
     net = ctx.wrap_model(denoiser)
-    batches = _batches(train_m, decoder, tc, ctx, start, device)
+    batches = training_batches(train_m, decoder, tc, ctx, start, device)
 
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +119,8 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
             raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip)
+        # clip_grad_norm_ with inf measures the norm without clipping (grad_clip 0 = off)
+        grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip or float("inf"))
         optimizer.step()
         ema.update(denoiser, step)
         last_loss = loss.item()
@@ -173,19 +150,6 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
     if last_bundle is None:
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
-
-
-def _batches(train_m, decoder, tc, ctx, start: int, device: torch.device):
-    """In-memory batches when the decoded split fits in ``train.preload_max_gb``, else streamed from the files."""
-    need = bytes_needed(len(train_m), decoder)
-    if need <= tc.preload_max_gb * 2**30:
-        images, labels = decode_split(train_m, decoder, label="[train] decoding")
-        images, labels = images.to(device), labels.to(device)
-        return memory_batches(images, labels, tc.batch_size, tc.seed, ctx.rank, start, tc.steps)
-    if ctx.is_main:
-        ctx.log(f"[train] {len(train_m)} images need {need / 2**30:.1f} GiB decoded (> train.preload_max_gb = "
-                f"{tc.preload_max_gb}): streaming batches with {tc.num_workers} loader worker(s)")
-    return streamed_batches(train_m, decoder, tc.batch_size, tc.seed, ctx.rank, start, tc.steps, tc.num_workers)
 
 
 def plot_loss(metrics_file: Path, out: Path) -> None:

@@ -1,0 +1,14 @@
+"""Ray job: train a diffusion classifier with Ray Train.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python jobs/train_diffusion.py --config jobs/configs/chexpert-unet-a100.yaml --workers 8
+
+All logic lives in meddiff (``meddiff train``); this file only fixes the method.
+"""
+
+import sys
+
+from meddiff.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:], "--set", "method=diffusion"]))

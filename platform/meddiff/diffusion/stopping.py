@@ -1,0 +1,80 @@
+"""When may an image stop drawing noise? Stopping rules for the majority vote (pure functions over vote counts).
+
+``exact``: stop once the leading class cannot be caught: votes[leader] > votes[runner-up] + draws left. The remaining
+    draws cannot change the majority (ties go to the mean error, hence the strict ">"), so the prediction equals the
+    full-N vote on the same noise sequence, always.
+``wilson``: a sequential test on the vote share. The leader is accepted when the lower Wilson score bound of its share
+    exceeds the upper bound of every other class's share. A fixed-n confidence bound checked after every chunk is NOT
+    valid under repeated looks (optional stopping inflates the error); meddiff makes it valid by a union bound over the
+    planned looks: each look uses delta / L, with L = ceil(N / chunk) looks, so P(stopping on a wrong leader) <= delta
+    for the vote-share limit, whatever the stopping time.
+``hoeffding``: an anytime-valid bound: Hoeffding's inequality with a union bound over all n = 1, 2, ... using
+    delta_n = delta / (n (n + 1)) (sum_n delta_n = delta), so the guarantee holds at every draw count simultaneously;
+    wider than Wilson early on.
+Both sequential rules also stop when the exact rule does, and never go beyond N draws. The guarantee is about the vote
+share's limit (the infinite-N vote); agreement with the finite-N vote is measured by the benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.stats import norm
+
+RULES = ("none", "exact", "wilson", "hoeffding")
+
+
+def exact_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int) -> torch.Tensor:
+    """[B, C] votes after ``drawn`` [B] draws of at most ``n_max`` -> [B] bool: the leader can no longer be caught."""
+    top2 = votes.topk(2, dim=1).values if votes.shape[1] > 1 else torch.cat([votes, torch.zeros_like(votes)], 1)
+    left = n_max - drawn
+    return (top2[:, 0] - top2[:, 1] > left) | (drawn >= n_max)
+
+
+def wilson_bounds(k: torch.Tensor, n: torch.Tensor, z: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wilson score interval of a binomial proportion k / n (elementwise, any shape); (lower, upper)."""
+    n = n.to(torch.float64).clamp(min=1)
+    p = k.to(torch.float64) / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * torch.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return centre - half, centre + half
+
+
+def hoeffding_radius(n: torch.Tensor, delta: float) -> torch.Tensor:
+    """Anytime-valid Hoeffding radius at n draws: sqrt(log(2 / delta_n) / (2 n)), delta_n = delta / (n (n + 1))."""
+    n = n.to(torch.float64).clamp(min=1)
+    return torch.sqrt(torch.log(2.0 * n * (n + 1) / delta) / (2.0 * n))
+
+
+def looks(n_max: int, chunk: int) -> int:
+    return max(1, math.ceil(n_max / max(1, chunk)))
+
+
+def should_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, rule: str, delta: float = 0.01,
+                chunk: int = 1) -> torch.Tensor:
+    """[B, C] votes, [B] draws so far -> [B] bool.
+
+    ``chunk`` is how many draws are added between looks (for the Wilson union bound over looks).
+    """
+    if rule not in RULES:
+        raise ValueError(f"stopping rule {rule!r} is unknown; choose one of {RULES}")
+    stop = drawn >= n_max
+    if rule == "none":
+        return stop
+    stop = stop | exact_stop(votes, drawn, n_max)
+    if rule == "exact" or votes.shape[1] < 2:
+        return stop
+    order = votes.argsort(dim=1, descending=True)
+    lead = votes.gather(1, order[:, :1]).squeeze(1)
+    runner = votes.gather(1, order[:, 1:2]).squeeze(1)  # the strongest rival bounds all others
+    if rule == "wilson":
+        # two bounds per look (leader, rival), L looks: delta / (2 L) in each one-sided tail
+        z = float(norm.isf(delta / (2 * looks(n_max, chunk))))
+        lead_lo, _ = wilson_bounds(lead, drawn, z)
+        _, runner_hi = wilson_bounds(runner, drawn, z)
+        return stop | (lead_lo > runner_hi)
+    n = drawn.to(torch.float64).clamp(min=1)
+    r = hoeffding_radius(drawn, delta / 2)
+    return stop | (lead / n - r > runner / n + r)

@@ -1,0 +1,51 @@
+"""Connecting to Ray: a local embedded cluster for the demo and tests, or an existing cluster for production jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+
+def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = True) -> bool:
+    """Initialise Ray once per process; returns True when this call started it (the caller should shut it down).
+
+    ``address``: "" -> join RAY_ADDRESS if set (a Ray job's driver), else start a local embedded cluster;
+    "auto" -> the cluster this machine belongs to; "host:port" / "ray://host:10001" -> that cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": True}
+    if quiet:
+        kwargs["logging_level"] = "WARNING"
+    if address:
+        kwargs["address"] = address
+    elif os.environ.get("RAY_ADDRESS"):
+        kwargs["address"] = os.environ["RAY_ADDRESS"]
+    else:
+        kwargs["include_dashboard"] = False
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str = "", num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the duration of a block; a cluster started here is stopped at the end, an existing one is left alone."""
+    import ray
+
+    started = ensure_ray(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0

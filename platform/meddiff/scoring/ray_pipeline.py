@@ -1,0 +1,105 @@
+"""Cohort scoring with Ray Data: a pool of actors, each holding one loaded model, scores the pending shards.
+
+Pipeline (see ``scoring.shards`` for the exactly-once contract):
+    read_parquet(index of pending shards)            one row per shard: its id
+      -> map_batches(ShardScorer, ActorPoolStrategy)  each actor loads the checkpoint once, then per shard: reads the
+                                                      manifest slice, decodes the images, runs the classifier engine,
+                                                      writes shard-<k>.parquet atomically
+      -> iter_rows()                                  the driver only sees tiny per-shard stats (progress, ETA)
+Image decoding, the wavelet transform and the model run in the actors, never in the driver; the driver holds no results.
+Actors restart and shard tasks retry on failure (Ray's defaults), including when a node leaves the cluster.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from meddiff.config import RayConfig, ScoreConfig, from_dict, to_dict
+from meddiff.data import Manifest
+from meddiff.progress import Progress
+from meddiff.scoring.results import write_meta
+from meddiff.scoring.shards import SLICES_DIR, ShardPlan, plan_shards, score_shard
+
+
+class ShardScorer:
+    """Ray Data callable class: constructed once per actor (loads the model), called once per shard."""
+
+    def __init__(self, checkpoint: str, score_cfg: dict[str, Any], out_dir: str, shard_size: int, num_rows: int,
+                 ids_sha256: str, num_threads: int) -> None:
+        import torch
+
+        from meddiff.scoring.predictor import load_predictor
+
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
+        self.cfg = from_dict(ScoreConfig, score_cfg, "score")
+        self.predictor = load_predictor(checkpoint, self.cfg)
+        self.plan = ShardPlan(Path(out_dir), shard_size, num_rows, ids_sha256)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        stats = [score_shard(self.predictor, self.plan, int(k)) for k in batch["shard"]]
+        return {key: np.array([s[key] for s in stats]) for key in ("shard", "rows", "errors", "seconds")}
+
+
+def score_with_ray(
+    checkpoint: str | Path,
+    bundle_meta: dict[str, Any],
+    manifest: Manifest,
+    out_dir: str | Path,
+    cfg: ScoreConfig,
+    ray_cfg: RayConfig,
+    log: Callable[[str], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score ``manifest`` (already selected and limited) into ``out_dir`` with a Ray Data actor pool.
+
+    ``bundle_meta`` is the checkpoint's metadata.json (for meta.json; the driver never loads the model). Ray must be
+    initialised. Returns {"scored", "skipped", "errors", "seconds", "shards"}.
+    """
+    import ray
+
+    from meddiff.raycluster import cluster_has_gpus
+    from meddiff.scoring.local import limited_frame, results_meta
+
+    out_dir = Path(out_dir).expanduser().resolve()
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
+    write_meta(out_dir, results_meta(bundle_meta, manifest, cfg, extra_meta))
+    pending = plan.pending()
+    skipped = plan.done_rows()
+    t0 = time.monotonic()
+    if not pending:
+        return {"scored": 0, "skipped": skipped, "errors": 0, "seconds": 0.0, "shards": 0}
+    index = out_dir / SLICES_DIR / f"pending-{uuid.uuid4().hex[:8]}.parquet"
+    pd.DataFrame({"shard": pending}).to_parquet(index, index=False)
+    use_gpu = cluster_has_gpus() if ray_cfg.use_gpu is None else ray_cfg.use_gpu
+    threads = 0 if use_gpu else (ray_cfg.threads_per_actor or max(1, int(ray_cfg.cpus_per_actor)))
+    # the index read is trivial: a tiny CPU request keeps it schedulable when the actors hold every CPU
+    ds = ray.data.read_parquet(str(index), override_num_blocks=len(pending), num_cpus=0.05)
+    ds = ds.map_batches(
+        ShardScorer,
+        fn_constructor_kwargs={
+            "checkpoint": str(Path(checkpoint).expanduser().resolve()), "score_cfg": to_dict(cfg),
+            "out_dir": str(out_dir), "shard_size": plan.shard_size, "num_rows": plan.num_rows,
+            "ids_sha256": plan.ids_sha256, "num_threads": threads,
+        },
+        compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
+        batch_size=1,
+        num_cpus=ray_cfg.cpus_per_actor,
+        num_gpus=ray_cfg.gpus_per_actor if use_gpu else 0,
+        resources=dict(ray_cfg.actor_resources) or None,
+    )
+    progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
+    scored = errors = shards = 0
+    for stats in ds.iter_rows():
+        scored += int(stats["rows"])
+        errors += int(stats["errors"])
+        shards += 1
+        progress.update(int(stats["rows"]), extra=f"{shards}/{len(pending)} shards")
+    index.unlink(missing_ok=True)
+    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0, "shards": shards}

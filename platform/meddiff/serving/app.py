@@ -1,0 +1,183 @@
+"""The Ray Serve application: a FastAPI ingress over ``ImageClassifier`` with dynamic request batching.
+
+    POST /predict[?explain=true][&id=...]   an image -> {class, class_name, votes, prob, uncertainty, n_draws, model_id, ...}
+    GET  /healthz                            {"status": "ok", model_id, classes}
+    GET  /model                              the checkpoint's metadata.json and the serving settings
+
+The body of /predict is either ``multipart/form-data`` with a ``file`` field (and an optional ``id`` field) or the raw
+image file with an image Content-Type (``id`` then goes in the query). The id seeds the noise (see ``classifier``).
+Requests are checked and decoded one by one (a bad body gets its own 4xx, see ``upload``), then batched by
+``@serve.batch`` into one ``predict_pixels`` call of the predictor core that batch scoring uses; the model runs in a
+worker thread so the replica keeps accepting and batching requests meanwhile.
+
+``serve run meddiff.serving.app:build_app checkpoint=runs/demo-pneumonia`` or ``serve run infra/serve_config.yaml``
+deploy it; ``meddiff serve --checkpoint DIR`` starts a local Ray cluster and runs it in the foreground.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real Request type on the Serve-wrapped methods.
+import asyncio
+from typing import Any, Mapping
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.datastructures import UploadFile
+
+from meddiff.serving.classifier import ImageClassifier, ServeSettings
+from meddiff.serving.upload import (UploadError, UploadLimits, body_kind, check_content_length, check_image_id,
+                                    content_id)
+
+DEPLOYMENT_NAME = "Classifier"
+# room for the multipart envelope (boundaries, part headers, the id field) around a file of max_bytes
+_ENVELOPE_BYTES = 64 * 1024
+
+api = FastAPI(
+    title="meddiff",
+    description="A conditional diffusion model used as a medical image classifier: votes, uncertainty and "
+                "counterfactual explanations for one image at a time.",
+)
+
+
+async def read_upload(request: Request, limits: UploadLimits) -> tuple[bytes, str | None]:
+    """The image file's bytes and the ``id`` form field (None when absent) of a /predict request, or UploadError."""
+    check_content_length(request.headers.get("content-length"), limits)
+    kind = body_kind(request.headers.get("content-type"))
+    cap = limits.max_bytes + (_ENVELOPE_BYTES if kind == "multipart" else 0)
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted while reading: a chunked body has no Content-Length
+        size += len(chunk)
+        if size > cap:
+            raise UploadError(413, f"request body is over the {limits.max_bytes}-byte limit "
+                                   f"({limits.max_bytes / 2**20:.1f} MiB); send a smaller image")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise UploadError(400, "the request body is empty; send an image file (multipart field 'file' or the raw "
+                               "file with an image Content-Type)")
+    if kind == "raw":
+        return body, None
+    return await _multipart_file(request, body)
+
+
+async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str | None]:
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=4, max_part_size=64 * 1024)
+    except Exception as exc:  # starlette's MultiPartException, or the HTTPException(400) it turns into
+        detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
+        raise UploadError(400, f"malformed multipart/form-data body ({detail}); send one file in a field named 'file', "
+                               "e.g. curl -F file=@image.png") from None
+    try:
+        upload = form.get("file")
+        if upload is None:
+            raise UploadError(422, f"the multipart form has no 'file' field (fields: {sorted(form.keys()) or 'none'}); "
+                                   "send the image as -F file=@image.png")
+        if not isinstance(upload, UploadFile):
+            raise UploadError(422, "the 'file' field is text, not a file upload; use -F file=@image.png (with the @)")
+        image_id = form.get("id")
+        if image_id is not None and not isinstance(image_id, str):
+            raise UploadError(422, "the 'id' field must be text, not a file")
+        return await upload.read(), image_id
+    finally:
+        await form.close()
+
+
+def _error(exc: UploadError) -> JSONResponse:
+    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)
+@serve.ingress(api)
+class Classifier:
+    """One replica: one loaded checkpoint. ``settings`` are ``ServeSettings`` fields (a plain mapping)."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = ServeSettings.from_mapping(settings)
+        self.core = ImageClassifier.from_settings(self.settings)
+        self.limits = self.settings.limits()
+        self.predict_batch.set_max_batch_size(self.settings.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+
+    @api.get("/healthz")
+    def healthz(self) -> dict[str, Any]:
+        return self.core.health()
+
+    @api.get("/model")
+    def model(self) -> dict[str, Any]:
+        return self.core.model_card()
+
+    @api.post("/predict")
+    async def predict(
+        self,
+        request: Request,
+        explain: bool = Query(False, description="also return a counterfactual PNG (base64) under every class"),
+        id: str | None = Query(None, description="image id that seeds the noise (default: sha256 of the file)"),
+    ) -> Any:
+        try:
+            data, form_id = await read_upload(request, self.limits)
+            if form_id is not None and id is not None and form_id != id:
+                raise UploadError(422, f"two different ids: form field {form_id!r} and query {id!r}; give one")
+            image_id = check_image_id(form_id if form_id is not None else id) or content_id(data)
+            pixels, _ = await asyncio.to_thread(self.core.decode, data)
+        except UploadError as exc:
+            return _error(exc)
+        if explain and self.core.explain_cfg is None:
+            return _error(UploadError(400, f"explain=true needs a conditional diffusion checkpoint; this endpoint "
+                                           f"serves a {self.core.predictor.method!r} model"))
+        result = await self.predict_batch((pixels, image_id))
+        if explain:
+            result["explanation"] = await asyncio.to_thread(self.core.explain, pixels, image_id)
+        return result
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def predict_batch(self, items: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+        """Requests collected by Serve -> one predictor call; a list of the same length back."""
+        pixels = [p for p, _ in items]
+        ids = [i for _, i in items]
+        return await asyncio.to_thread(self.core.predict, pixels, ids)
+
+
+def build_app(args: Mapping[str, Any]) -> serve.Application:
+    """Application builder for ``serve run`` / ``serve deploy``: ``args`` are ServeSettings fields (checkpoint, ...).
+
+    Checked here, on the driver, so a typo in the config fails before any replica starts.
+    """
+    from pathlib import Path
+
+    from meddiff.train.checkpoint import read_bundle
+
+    settings = ServeSettings.from_mapping(args)
+    read_bundle(settings.checkpoint)  # a missing or broken checkpoint is a clear error now, not a crashing replica
+    # replicas may run in another working directory: hand them the absolute path
+    return Classifier.bind({**args, "checkpoint": str(Path(settings.checkpoint).expanduser().resolve())})
+
+
+def run_server(settings: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000) -> None:
+    """``meddiff serve``: Ray (joins RAY_ADDRESS or starts a local cluster), Serve on host:port, the app, until Ctrl-C
+    or SIGTERM (both shut Serve and a Ray cluster started here down cleanly)."""
+    import signal
+    import time
+
+    from meddiff.raycluster import ray_session
+
+    app = build_app(settings)
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background (inherited SIG_IGN)
+    with ray_session():
+        serve.start(http_options={"host": host, "port": port})
+        try:
+            serve.run(app, name="meddiff", route_prefix="/")
+            print(f"[serve] meddiff endpoint on http://{host}:{port} (POST /predict, GET /healthz, GET /model); "
+                  "Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("[serve] stopping", flush=True)
+        finally:
+            serve.shutdown()
