@@ -65,3 +65,15 @@ def test_bootstrap_ci_contains_the_estimate_and_shrinks_with_n():
     assert M.bootstrap_ci(M.accuracy, np.ones(5), np.ones(5), n_boot=20) == (1.0, 1.0)
     scores = np.stack([1 - y, y], 1).astype(float)
     assert M.bootstrap_ci(M.roc_auc, y[:6], scores[:6], n_boot=50)[0] == pytest.approx(1.0)
+
+
+def test_fast_binary_metrics_equal_sklearn():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        y = rng.integers(0, 2, 60)
+        p = rng.integers(0, 2, 60)
+        s = np.round(rng.random((60, 2)), 1)  # ties
+        assert M.binary_f1(y, p) == pytest.approx(M.f1(y, p))
+        assert M.binary_auc(y, s) == pytest.approx(M.roc_auc(y, s))
+    assert np.isnan(M.binary_auc(np.ones(3), np.ones((3, 2))))
+    assert M.binary_f1(np.zeros(3), np.zeros(3)) == 0.0

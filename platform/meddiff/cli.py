@@ -53,7 +53,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else None
     base = {"score": to_dict(cfg.score) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
     flags = {k: v for k, v in {"n_draws": args.n_draws, "seed": args.seed, "split": args.split,
-                               "batch_size": args.batch_size, "rule": args.rule, "limit": args.limit}.items()
+                               "batch_size": args.batch_size, "rule": args.rule, "limit": args.limit,
+                               "stopping": args.stopping, "delta": args.delta}.items()
              if v is not None}
     base["score"].update(flags)
     if args.actors is not None:
@@ -91,6 +92,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
     submit(args.address, entry, working_dir=args.working_dir, wait=not args.no_wait)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from meddiff.bench.run import run_benchmark, run_scale
+
+    if args.scale:
+        run_scale(args.out, sizes=tuple(args.scale_sizes))
+    else:
+        run_benchmark(args.checkpoint, args.out, n_images=args.images, n_draws=args.n_draws,
+                      batch_size=args.batch_size, deltas=tuple(args.deltas), chunk=args.chunk,
+                      ray_actors=tuple(args.ray_actors), ray_n_draws=args.ray_n_draws)
+    print(Path(args.out, "bench.md").read_text())
     return 0
 
 
@@ -184,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--rule", choices=["vote", "average"], help="rule that fills the pred column (both are always stored)")
     p.add_argument("--limit", type=int, help="score only the first N images")
+    p.add_argument("--stopping", choices=["none", "exact", "wilson", "hoeffding"],
+                   help="early exit: exact (same predictions as the full vote) or a sequential test at risk --delta")
+    p.add_argument("--delta", type=float, help="risk of the sequential stopping rule (default 0.01)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a score value, e.g. score.t_max=0.8")
     p.add_argument("--ray", action="store_true", help="score on a Ray Data actor pool (see --actors, --address)")
     p.add_argument("--actors", type=int, help="number of scoring actors (implies --ray)")
@@ -232,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="random draw subsets per N in the N ablation")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="benchmark the paper's loop vs the engine, early exit and Ray scoring (JSON + markdown)")
+    p.add_argument("--checkpoint", help="diffusion checkpoint (required unless --scale)")
+    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    p.add_argument("--images", type=int, default=120, help="test images (class-balanced subset)")
+    p.add_argument("--n-draws", type=int, default=501)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (reference) / in flight (engine)")
+    p.add_argument("--chunk", type=int, default=8, help="draws per image between early-exit checks")
+    p.add_argument("--deltas", type=float, nargs="*", default=[0.05, 0.01], help="risks of the sequential rule")
+    p.add_argument("--ray-actors", type=int, nargs="*", default=[1, 2], help="Ray pool sizes to compare (none: skip)")
+    p.add_argument("--ray-n-draws", type=int, default=51, help="N for the Ray vs in-process comparison")
+    p.add_argument("--scale", action="store_true", help="instead: Ray throughput and driver memory, 1k vs 10k images")
+    p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("presets", help="list the built-in configs")
     p.set_defaults(func=cmd_presets)

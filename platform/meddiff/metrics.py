@@ -243,3 +243,26 @@ def selective_table(
 ) -> dict[str, float]:
     """Accuracy at the given coverages (the paper's Fig. 3 read at fixed points): {"acc@100": ..., "acc@80": ...}."""
     return {f"acc@{int(round(c * 100))}": accuracy_at_coverage(correct, uncertainty, c, tiebreak) for c in coverages}
+
+
+def binary_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """F1 of class 1 in plain numpy (equals ``f1`` for two classes; fast enough for thousands of bootstrap resamples)."""
+    y, pred = np.asarray(y) == 1, np.asarray(pred) == 1
+    tp = float((y & pred).sum())
+    denom = 2 * tp + float((~y & pred).sum()) + float((y & ~pred).sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def binary_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of the class-1 column by the Mann-Whitney rank statistic (ties count 1/2); equals ``roc_auc`` for two
+    classes. NaN when only one class is present."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y) == 1
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[:, 1] if s.ndim == 2 else s
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

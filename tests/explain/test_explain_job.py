@@ -46,6 +46,16 @@ def test_explain_in_process_writes_index_pngs_and_gallery(tiny_checkpoint, tiny_
     with pytest.raises(ResultsError, match="new folder"):
         explain_results(tiny_checkpoint, tiny_results, out, ExplainConfig(**{**CFG.__dict__, "guidance": 5.0}))
 
+    # the command line: two chosen ids, two steps, without guidance
+    from meddiff.cli import main
+
+    ids = index[X.IMAGE_ID].unique()[:2]
+    assert main(["explain", "--checkpoint", str(tiny_checkpoint), "--results", str(tiny_results), "--out",
+                 str(tmp_path / "cli"), "--select", "ids:" + ",".join(ids), "--steps", "2", "--guidance", "0"]) == 0
+    cli = read_index(tmp_path / "cli")
+    assert cli[X.IMAGE_ID].unique().tolist() == list(ids) and (cli[X.REASON] == "id").all()
+    assert (cli[X.GUIDANCE] == 0).all() and (cli[X.STEPS] == 2).all()
+
 
 @pytest.fixture(scope="module")
 def ray_local():

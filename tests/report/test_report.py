@@ -70,7 +70,7 @@ def write_baseline_results(folder, m=40):
 
 def test_replays_agree_with_the_engine_and_targets_only_change_averages(tmp_path):
     y, t, err, res = write_diffusion_results(tmp_path / "dm")
-    run = load_run(tmp_path / "dm")
+    run = load_run(tmp_path / "dm", count_params=False)
     assert len(run.frame) == 40 and run.total_rows == 41 and run.has_draws
     e = run.draw_errors()
     assert e.shape == (40, 2, 9)
@@ -132,3 +132,22 @@ def test_cli_report_and_bad_input(tmp_path, capsys):
     assert "No results set with stored per-draw errors" in text
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
     assert "not a results folder" in capsys.readouterr().err
+
+
+def test_retarget_matches_the_engine_scoring_with_another_target():
+    """exp(-lambda) * eps-error equals the engine's x-error (and the v relation) for the same draws."""
+    from meddiff.diffusion.engine import EngineSpec, draw_errors
+    from meddiff.diffusion.schedule import ShiftedCosineSchedule
+
+    class Toy(torch.nn.Module):
+        def forward(self, z, time, labels):
+            return 0.4 * z + 0.2 * labels.float().reshape(-1, 1, 1, 1) * torch.tanh(z) + 0.01 * time.reshape(-1, 1, 1, 1)
+
+    sched = ShiftedCosineSchedule(image_size=8)
+    x = torch.randn(3, 1, 8, 8)
+    errs = {tg: draw_errors(Toy(), x, [1, 2, 3], range(5), EngineSpec(2, sched, error_target=tg))
+            for tg in ("eps", "x", "v")}
+    lam = sched.logsnr(errs["eps"][1]).double().numpy()
+    eps = errs["eps"][0].double().numpy()
+    assert np.allclose(A.retarget(eps, lam, "x"), errs["x"][0].double().numpy(), rtol=1e-3, atol=1e-7)
+    assert np.allclose(A.retarget(eps, lam, "v"), errs["v"][0].double().numpy(), rtol=1e-3, atol=1e-7)

@@ -232,7 +232,9 @@ def explain_results(
     plan = plan_shards(frame, out_dir / INDEX_DIR, cfg.shard_size)
     skipped, pending = plan.done_rows(), plan.pending()
     t0 = time.monotonic()
-    if ray_cfg is None:
+    if not pending:
+        stats = []
+    elif ray_cfg is None:
         explainer = Explainer.from_checkpoint(bundle.path, cfg, out_dir)
         progress = Progress(plan.num_rows, "[explain] images", unit="img", every_s=10.0, start=skipped, write=log)
         stats = [explain_shard(explainer, plan, k, on_batch=progress.update) for k in pending]

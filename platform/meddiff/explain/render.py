@@ -99,7 +99,7 @@ def write_image_pngs(
     return inp.as_posix(), recon_paths, diff_paths, vmax
 
 
-def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 16) -> list[Path]:
+def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 8) -> list[Path]:
     """Gallery pages ``gallery-01.png``, ... from an explanation index frame (ok rows): one row per image with the
     input, the reconstruction under every class and every class's difference map, captioned with the label, the
     scored prediction and uncertainty and each reconstruction's error. Returns the written paths."""
@@ -110,6 +110,8 @@ def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 16) -> 
 
     from meddiff.explain import schema as X
 
+    for stale in out_dir.glob("gallery-*.png"):  # a re-run draws every page again; none may be left from before
+        stale.unlink()
     ok = index[index[X.STATUS] == X.STATUS_OK]
     if ok.empty:
         return []
@@ -133,10 +135,10 @@ def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 16) -> 
                 ax.imshow(np.asarray(Image.open(out_dir / png)), cmap="gray", vmin=0, vmax=255)
                 ax.set_title(caption, fontsize=6.5)
                 ax.set_axis_off()
-        fig.suptitle(f"{title} (page {p}/{len(pages)}; difference scale shared by the classes of an image"
-                     f"{', red = added / blue = removed intensity' if mode == 'signed' else ', bright = changed'})",
-                     fontsize=8)
-        fig.tight_layout()
+        legend = "red = class adds intensity, blue = removes" if mode == "signed" else "bright = changed"
+        fig.suptitle(f"{title}\npage {p}/{len(pages)}; difference colour scale shared by the classes of an image; "
+                     f"{legend}", fontsize=7.5)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.95 * len(page) + 0.7)))
         path = out_dir / f"gallery-{p:02d}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -152,5 +154,5 @@ def _caption_input(row, names: dict) -> str:
     pred = row[X.PRED]
     pred_name = names.get(int(pred), str(pred)) if pred == pred and pred is not None else "?"
     unc = row[X.UNCERTAINTY]
-    unc_text = f"{unc:.2f}" if unc == unc and unc is not None else "?"
+    unc_text = f"{abs(unc):.2f}" if unc is not None and unc == unc else "?"
     return f"{short} ({row[X.REASON]})\ntrue {row[X.LABEL_NAME]}, pred {pred_name}, u {unc_text}"

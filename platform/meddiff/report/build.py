@@ -54,7 +54,9 @@ def build_report(
     tables["calibration"] = pd.concat([calibration_frame(r) for r in runs], ignore_index=True)
     tables["confusion"] = pd.concat([confusion_frame(r) for r in runs], ignore_index=True)
     log(f"[report] Table 1 and curves of {len(runs)} run(s) in {time.monotonic() - t0:.1f}s")
-    replays = [replay(r, repeats=repeats, seed=seed) for r in runs if r.has_draws]
+    with_draws = [r for r in runs if r.has_draws]
+    n_common = min(r.info["n_draws"] for r in with_draws) if len(with_draws) > 1 else None
+    replays = [replay(r, repeats=repeats, seed=seed, n_common=n_common) for r in with_draws]
     if replays:
         for key in replays[0]:
             tables[key if key != "summary" else "vote_vs_average"] = pd.concat([r[key] for r in replays],
@@ -190,6 +192,12 @@ def vote_average_markdown(tables: dict[str, pd.DataFrame], figures: dict[str, Pa
         [[r["run"], r["dataset"], r["backbone"], _fmt(r["train_steps"], 0), f"{r['shift']:+.2f} (d={r['shift_size']})",
           r["n_draws"], _pct(r["vote"]), _pct(r["average"]), _pct(r["average_x"]), _pct(r["normalised"]),
           f"{r['vote_only_right']} / {r['average_only_right']}", f"{r['mcnemar_p']:.3g}"] for _, r in s.iterrows()]))
+    if "n_common" in s.columns:
+        n = int(s["n_common"].iloc[0])
+        out += ["", f"The same runs on their first {n} draws (identical (eps, t) draws in every run of the same seed):", ""]
+        out.append(md_table(["run", "vote", "average (eps)", "average (x)", "vote - average (eps)"],
+                            [[r["run"], _pct(r["vote_common"]), _pct(r["average_common"]), _pct(r["average_x_common"]),
+                              f"{100 * (r['vote_common'] - r['average_common']):+.1f}"] for _, r in s.iterrows()]))
     nab = n_summary(tables["n_ablation"])
     out += ["", f"![N ablation]({figures['n_ablation'].name})", "",
             "Accuracy (%) against N: mean over random subsets of the stored draws (the same subsets for both rules).", ""]

@@ -159,10 +159,13 @@ def gap_plot(gaps: pd.DataFrame, cross: pd.DataFrame | None, path: Path) -> Path
         ax.axhline(0, color="0.5", lw=0.8)
         if setting == "runs":
             x = np.arange(len(cross))
-            ax.bar(x - 0.2, cross["gap"] * 100, 0.4, label="eps errors")
-            ax.bar(x + 0.2, (cross["vote"] - cross["average_x"]) * 100, 0.4, label="x errors")
+            common = "vote_common" in cross.columns and cross["vote_common"].notna().all()
+            sfx = "_common" if common else ""
+            ax.bar(x - 0.2, (cross["vote" + sfx] - cross["average" + sfx]) * 100, 0.4, label="eps errors")
+            ax.bar(x + 0.2, (cross["vote" + sfx] - cross["average_x" + sfx]) * 100, 0.4, label="x errors")
             ax.set_xticks(x, cross["run"], rotation=30, fontsize=7, ha="right")
-            ax.set_title("trained settings (one run each)", fontsize=9)
+            n_text = f", first {int(cross['n_common'].iloc[0])} draws" if common else ""
+            ax.set_title(f"trained settings (one run each{n_text})", fontsize=9)
         else:
             g = gaps[gaps["setting"] == setting]
             for (run, tg), s in g.groupby(["run", "target"], sort=False):

@@ -97,8 +97,9 @@ class Run:
         return self.schedule().logsnr(torch.from_numpy(self.draw_t())).numpy()
 
 
-def load_run(spec: str | Path) -> Run:
-    """A results folder, optionally named: ``DIR`` or ``NAME=DIR``."""
+def load_run(spec: str | Path, count_params: bool = True) -> Run:
+    """A results folder, optionally named: ``DIR`` or ``NAME=DIR``. ``count_params`` builds the architecture on the
+    meta device to count its parameters (a few seconds of imports; the report's backbone column)."""
     text = str(spec)
     label, _, path = text.partition("=") if "=" in text and not Path(text).exists() else ("", "", text)
     path = Path(path).expanduser()
@@ -109,7 +110,7 @@ def load_run(spec: str | Path) -> Run:
     if ok.empty:
         raise ResultsError(f"{path}: no scored rows with a known label; the report needs labelled results")
     run = Run(path=path, label=label or _default_label(path), meta=read_meta(path), frame=ok, total_rows=len(df))
-    run.info = describe(run)
+    run.info = describe(run, count_params)
     return run
 
 
@@ -117,14 +118,14 @@ def _default_label(path: Path) -> str:
     return path.name if path.name not in ("results", "res") else f"{path.parent.name}/{path.name}"
 
 
-def describe(run: Run) -> dict[str, Any]:
+def describe(run: Run, count_params: bool = True) -> dict[str, Any]:
     """Backbone, dataset, N, NFE, throughput and the training settings that matter for the ablations."""
     ck, sc = run.checkpoint, run.score_config
     model = ck.get("model") or {}
     info: dict[str, Any] = {
         "dataset": (run.meta.get("data") or {}).get("name", "?"),
         "backbone": backbone_name(model),
-        "params_m": parameter_count_m(ck),
+        "params_m": parameter_count_m(ck) if count_params else None,
         "train_steps": ck.get("step"),
         "model_id": run.meta.get("model_id"),
         "images": len(run.frame),

@@ -32,8 +32,13 @@ def default_ns(n: int) -> list[int]:
     return sorted({k for k in grid if k <= n} | {n})
 
 
-def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """All replays of one run. Returns frames keyed n_ablation, t_buckets, t_ranges, targets, shifts, summary."""
+def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: int = 0,
+           n_common: int | None = None) -> dict[str, pd.DataFrame]:
+    """All replays of one run. Returns frames keyed n_ablation, t_buckets, t_ranges, targets, shifts, summary.
+
+    ``n_common``: also give the rules on the first n_common draws (summary columns ``*_common``), so runs scored with
+    different N compare at the same N; with the same seed these are the very same (eps, t) draws in every run.
+    """
     y = run.y
     t = run.draw_t()
     lam = run.draw_logsnr()
@@ -86,6 +91,11 @@ def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: i
                "vote_only_right": test["only_first"], "average_only_right": test["only_second"],
                "mcnemar_p": test["p_value"]}
     summary["gap"] = summary["vote"] - summary["average"]
+    if n_common:
+        first = A.weighted_rules(by_target[stored][:, :, :n_common])
+        summary.update({"n_common": n_common, "vote_common": A.accuracy_of(first.vote, y),
+                        "average_common": A.accuracy_of(first.average, y),
+                        "average_x_common": A.accuracy_of(A.weighted_rules(by_target["x"][:, :, :n_common]).average, y)})
     return {"n_ablation": n_abl, "t_buckets": buckets, "t_ranges": ranges, "targets": targets, "shifts": shifts,
             "summary": pd.DataFrame([summary])}
 

@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's reference loop against meddiff's engine, early exit, Ray scoring and scale (``meddiff bench``)."""
