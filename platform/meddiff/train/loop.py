@@ -147,7 +147,7 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
             ctx.report({"step": step, "loss": last_loss}, bundle)
     if ctx.is_main and metrics_file.is_file():
         plot_loss(metrics_file, run_dir / "loss.png")
-    if last_bundle is None:
+    if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
 
