@@ -254,8 +254,10 @@ class ExplainConfig:
 class ExperimentConfig:
     """Everything one run needs; saved as config.json beside its checkpoints and results.
 
-    method: ``diffusion`` (a conditional diffusion model used as a classifier) or ``baseline`` (a discriminative
-        timm classifier trained with cross-entropy and the paper's augmentations).
+    method: a name from ``meddiff.methods.METHODS``: ``diffusion`` (a conditional diffusion model used as a
+        classifier), ``baseline`` (a discriminative timm classifier trained with cross-entropy and the paper's
+        augmentations), and the other diffusion-based classifiers registered there.
+    method_options: the method's own settings, validated by its module.
     """
 
     name: str = "experiment"
@@ -268,9 +270,12 @@ class ExperimentConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(self.method in ("diffusion", "baseline"), "method", "'diffusion' or 'baseline'", self.method)
+        from meddiff.methods import METHODS
+
+        _check(self.method in METHODS, "method", f"one of {sorted(METHODS)}", self.method)
 
     @property
     def run_dir(self) -> Path:

@@ -21,7 +21,6 @@ from meddiff.diffusion.streaming import ImageResult, StreamSpec, stream_classify
 from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.uncertainty import softmax_entropy, vote_share
-from meddiff.errors import CheckpointError
 from meddiff.models.baseline_model import BaselineModel, load_baseline_model
 from meddiff.provenance import code_version
 from meddiff.scoring import schema as S
@@ -205,15 +204,13 @@ class BaselinePredictor:
         return predict_manifest_rows(self, rows)
 
 
-PREDICTORS = {DiffusionPredictor.method: DiffusionPredictor, BaselinePredictor.method: BaselinePredictor}
+def load_predictor(path: str | Path, cfg: ScoreConfig):
+    """The predictor for the checkpoint at ``path`` (bundle, checkpoints/ or run folder), chosen by its metadata kind
+    through the method registry (``meddiff.methods``)."""
+    from meddiff.methods import predictor_class
 
-
-def load_predictor(path: str | Path, cfg: ScoreConfig) -> DiffusionPredictor | BaselinePredictor:
-    """The predictor for the checkpoint at ``path`` (bundle, checkpoints/ or run folder), chosen by its metadata kind."""
     kind = read_bundle(path).metadata.get("kind")
-    if kind not in PREDICTORS:
-        raise CheckpointError(f"{path}: checkpoint kind {kind!r} has no predictor; known kinds are {sorted(PREDICTORS)}")
-    return PREDICTORS[kind].from_checkpoint(path, cfg)
+    return predictor_class(kind, str(path)).from_checkpoint(path, cfg)
 
 
 def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from meddiff.errors import CheckpointError, ConfigError
 from meddiff.models.baseline_model import KIND, build_baseline_model
 from meddiff.progress import Progress
 from meddiff.train.augment import PAPER_AUGMENTATION
-from meddiff.train.batches import bytes_needed, step_generator, training_batches
+from meddiff.train.batches import bytes_needed, decode_split, step_generator, training_batches
 from meddiff.train.checkpoint import load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at

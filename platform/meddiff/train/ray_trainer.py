@@ -74,13 +74,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _loop_for(cfg: ExperimentConfig):
-    if cfg.method == "baseline":
-        from meddiff.train.baseline_loop import train_baseline
+    from meddiff.methods import train_function
 
-        return train_baseline
-    from meddiff.train.loop import train_diffusion
-
-    return train_diffusion
+    return train_function(cfg.method)
 
 
 def storage_dir(cfg: ExperimentConfig) -> Path:
