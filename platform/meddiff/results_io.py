@@ -24,6 +24,7 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.errors import ResultsError
+from meddiff.methods import METHODS
 from meddiff.scoring import schema as S
 from meddiff.scoring.results import META_FILE, part_files, read_meta, read_results
 
@@ -129,6 +130,7 @@ def run_info(root: ResultsRoot, path: Path) -> RunInfo:
     ckpt = meta.get("checkpoint_metadata") or {}
     score = meta.get("score_config") or {}
     method = meta.get("method") or ckpt.get("kind") or "?"
+    votes = METHODS[method].votes if method in METHODS else False
     return RunInfo(
         name=root.name(path),
         path=path,
@@ -136,9 +138,9 @@ def run_info(root: ResultsRoot, path: Path) -> RunInfo:
         method=method,
         backbone=(ckpt.get("model") or {}).get("name") or "?",
         model_id=meta.get("model_id") or "?",
-        n_draws=score.get("n_draws") if method == "diffusion" else None,
+        n_draws=score.get("n_draws") if votes else None,
         seed=score.get("seed"),
-        rule=score.get("rule") if method == "diffusion" else None,
+        rule=score.get("rule") if votes else None,
         split=score.get("split") or "?",
         class_names=tuple(meta.get("class_names") or ckpt.get("class_names") or ()),
         created=meta.get("created") or "",

@@ -42,7 +42,9 @@ class Run:
 
     @property
     def is_diffusion(self) -> bool:
-        return self.method == "diffusion" and self.frame[S.PRED_VOTE].notna().all()
+        """Whether the rows carry majority votes over noise draws (the paper's classifier and any registered method
+        with ``votes``), which the vote-vs-average and N ablations need."""
+        return bool(len(self.frame)) and bool(self.frame[S.PRED_VOTE].notna().all())
 
     @property
     def class_names(self) -> tuple[str, ...]:
