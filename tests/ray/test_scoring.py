@@ -27,6 +27,7 @@ def test_ray_scoring_equals_in_process_and_is_exactly_once(ray_local, tiny_check
     local = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "local")
     on_ray = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "ray", ray_cfg=ACTORS)
     assert on_ray["scored"] == local["scored"] == 48 and on_ray["shards"] == 6
+    assert on_ray["actors_used"] == 2  # the pool really spreads the shards (one input block per shard)
     a, b = _key(read_results(tmp_path / "local")), _key(read_results(tmp_path / "ray"))
     assert b[S.IMAGE_ID].is_unique and len(b) == 48
     assert a[S.IMAGE_ID].tolist() == b[S.IMAGE_ID].tolist()

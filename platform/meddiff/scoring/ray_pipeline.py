@@ -1,7 +1,7 @@
 """Cohort scoring with Ray Data: a pool of actors, each holding one loaded model, scores the pending shards.
 
 Pipeline (see ``scoring.shards`` for the exactly-once contract):
-    read_parquet(index of pending shards)            one row per shard: its id
+    from_items(pending shard ids)                    one block per shard, so every actor gets work
       -> map_batches(ShardScorer, ActorPoolStrategy)  each actor loads the checkpoint once, then per shard: reads the
                                                       manifest slice, decodes the images, runs the classifier engine,
                                                       writes shard-<k>.parquet atomically
@@ -12,19 +12,18 @@ Actors restart and shard tasks retry on failure (Ray's defaults), including when
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
 from meddiff.config import RayConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
 from meddiff.progress import Progress
 from meddiff.scoring.results import write_meta
-from meddiff.scoring.shards import SLICES_DIR, ShardPlan, plan_shards, score_shard
+from meddiff.scoring.shards import ShardPlan, plan_shards, score_shard
 
 
 class ShardScorer:
@@ -44,7 +43,36 @@ class ShardScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stats = [score_shard(self.predictor, self.plan, int(k)) for k in batch["shard"]]
-        return {key: np.array([s[key] for s in stats]) for key in ("shard", "rows", "errors", "seconds")}
+        out = {key: np.array([s[key] for s in stats]) for key in ("shard", "rows", "errors", "seconds")}
+        out["actor_pid"] = np.full(len(stats), os.getpid())
+        return out
+
+
+def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending: list[int],
+                    ray_cfg: RayConfig) -> Iterator[dict[str, Any]]:
+    """Run ``actor_cls`` (constructed once per actor with ``constructor_kwargs`` plus ``num_threads``, called with
+    batches of one shard id) on a pool of ``ray_cfg.actors`` Ray Data actors; yields each shard's stats row.
+
+    The input is one block per pending shard (``from_items``; a one-file ``read_parquet`` would give a single block
+    and leave all but one actor idle), so every actor of the pool gets work.
+    """
+    import ray
+
+    from meddiff.raycluster import cluster_has_gpus
+
+    use_gpu = cluster_has_gpus() if ray_cfg.use_gpu is None else ray_cfg.use_gpu
+    threads = 0 if use_gpu else (ray_cfg.threads_per_actor or max(1, int(ray_cfg.cpus_per_actor)))
+    ds = ray.data.from_items([{"shard": int(k)} for k in pending], override_num_blocks=len(pending))
+    ds = ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs={**constructor_kwargs, "num_threads": threads},
+        compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
+        batch_size=1,
+        num_cpus=ray_cfg.cpus_per_actor,
+        num_gpus=ray_cfg.gpus_per_actor if use_gpu else 0,
+        resources=dict(ray_cfg.actor_resources) or None,
+    )
+    yield from ds.iter_rows()
 
 
 def score_with_ray(
@@ -60,11 +88,9 @@ def score_with_ray(
     """Score ``manifest`` (already selected and limited) into ``out_dir`` with a Ray Data actor pool.
 
     ``bundle_meta`` is the checkpoint's metadata.json (for meta.json; the driver never loads the model). Ray must be
-    initialised. Returns {"scored", "skipped", "errors", "seconds", "shards"}.
+    initialised. Returns {"scored", "skipped", "errors", "seconds", "shards", "actors_used"} (actors_used: how many
+    distinct actor processes scored a shard).
     """
-    import ray
-
-    from meddiff.raycluster import cluster_has_gpus
     from meddiff.scoring.local import limited_frame, results_meta
 
     out_dir = Path(out_dir).expanduser().resolve()
@@ -74,32 +100,19 @@ def score_with_ray(
     skipped = plan.done_rows()
     t0 = time.monotonic()
     if not pending:
-        return {"scored": 0, "skipped": skipped, "errors": 0, "seconds": 0.0, "shards": 0}
-    index = out_dir / SLICES_DIR / f"pending-{uuid.uuid4().hex[:8]}.parquet"
-    pd.DataFrame({"shard": pending}).to_parquet(index, index=False)
-    use_gpu = cluster_has_gpus() if ray_cfg.use_gpu is None else ray_cfg.use_gpu
-    threads = 0 if use_gpu else (ray_cfg.threads_per_actor or max(1, int(ray_cfg.cpus_per_actor)))
-    # the index read is trivial: a tiny CPU request keeps it schedulable when the actors hold every CPU
-    ds = ray.data.read_parquet(str(index), override_num_blocks=len(pending), num_cpus=0.05)
-    ds = ds.map_batches(
-        ShardScorer,
-        fn_constructor_kwargs={
-            "checkpoint": str(Path(checkpoint).expanduser().resolve()), "score_cfg": to_dict(cfg),
-            "out_dir": str(out_dir), "shard_size": plan.shard_size, "num_rows": plan.num_rows,
-            "ids_sha256": plan.ids_sha256, "num_threads": threads,
-        },
-        compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
-        batch_size=1,
-        num_cpus=ray_cfg.cpus_per_actor,
-        num_gpus=ray_cfg.gpus_per_actor if use_gpu else 0,
-        resources=dict(ray_cfg.actor_resources) or None,
-    )
+        return {"scored": 0, "skipped": skipped, "errors": 0, "seconds": 0.0, "shards": 0, "actors_used": 0}
+    rows = shard_pool_rows(ShardScorer, {
+        "checkpoint": str(Path(checkpoint).expanduser().resolve()), "score_cfg": to_dict(cfg), "out_dir": str(out_dir),
+        "shard_size": plan.shard_size, "num_rows": plan.num_rows, "ids_sha256": plan.ids_sha256,
+    }, pending, ray_cfg)
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     scored = errors = shards = 0
-    for stats in ds.iter_rows():
+    actors: set[int] = set()
+    for stats in rows:
         scored += int(stats["rows"])
         errors += int(stats["errors"])
         shards += 1
+        actors.add(int(stats["actor_pid"]))
         progress.update(int(stats["rows"]), extra=f"{shards}/{len(pending)} shards")
-    index.unlink(missing_ok=True)
-    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0, "shards": shards}
+    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0, "shards": shards,
+            "actors_used": len(actors)}

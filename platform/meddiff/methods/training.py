@@ -1,0 +1,283 @@
+"""The training loop shared by the method modules (Mediffusion, DiDiCM): the structure of ``meddiff.train.loop`` and
+``meddiff.train.baseline_loop`` with the method-specific part (what one step computes) passed in as a function.
+
+    setup = setup_run(cfg, context, kind)          # threads, device, manifest, decoder, data fingerprint, run folders
+    bundle = run_loop(setup, network, step_fn, metadata, validate=..., ema=...)
+
+``run_loop`` does what both existing loops do: Adam with ``train.lr`` / ``train.weight_decay``, linear warm-up
+(``train.loop.lr_at``), gradient clipping at ``train.grad_clip`` (0 = none), optional EMA, seeded batches
+(``train.batches.training_batches``, the same (seed, step, rank) streams, so a resumed run continues exactly as an
+uninterrupted one), progress lines, a JSON line per ``log_every`` steps in ``metrics.jsonl``, a bundle every
+``checkpoint_every`` steps and at the end (validated on the val split first when ``validate`` is given), resume from the
+newest bundle of the run, and ``loss.png`` at the end. It only talks to the context (``LocalContext`` or Ray Train's)
+for rank, device, model wrapping (DDP), checkpoint folder, resume bundle and reporting.
+
+``step_fn(net, pixels, labels, step) -> dict`` returns ``{"loss": scalar tensor, <name>: float, ...}``; the extra
+entries are averaged over the logging window and written beside the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
+from meddiff.data import ImageDecoder, Manifest, build_manifest
+from meddiff.device import autocast_dtype, set_threads
+from meddiff.diffusion.ema import EMA
+from meddiff.errors import CheckpointError, ConfigError
+from meddiff.progress import Progress
+from meddiff.train.batches import training_batches
+from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.train.context import LocalContext
+from meddiff.train.loop import lr_at
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, Any]]
+
+
+@dataclass
+class RunSetup:
+    """What every method loop prepares before its first step."""
+
+    cfg: ExperimentConfig
+    kind: str
+    ctx: LocalContext
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    run_dir: Path
+    ckpt_dir: Path
+    manifest: Manifest
+    train_m: Manifest
+    val_m: Manifest
+    decoder: ImageDecoder
+    fingerprint: str
+
+    def amp(self):
+        """A fresh autocast context (bf16 on CUDA by default), or a no-op."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) -> RunSetup:
+    """Threads, device, manifest and folders of the run ``cfg.output_dir/cfg.name`` of method ``kind``."""
+    if cfg.method != kind:
+        raise ConfigError(f"method: the {kind} training loop needs method: {kind}, got {cfg.method!r}")
+    ctx = context or LocalContext()
+    set_threads(cfg.train.num_threads)
+    device = ctx.device(cfg.train.device)
+    run_dir = Path(cfg.run_dir)
+    manifest = build_manifest(cfg.data)
+    train_m, val_m = manifest.select("train"), manifest.select("val")
+    if len(train_m) == 0:
+        raise ValueError(f"data source {cfg.data.source!r} has no training images")
+    setup = RunSetup(cfg=cfg, kind=kind, ctx=ctx, device=device,
+                     amp_dtype=autocast_dtype(device, cfg.train.precision), run_dir=run_dir,
+                     ckpt_dir=ctx.checkpoint_dir(run_dir), manifest=manifest, train_m=train_m, val_m=val_m,
+                     decoder=ImageDecoder(cfg.data.image_size, cfg.data.channels), fingerprint=manifest.fingerprint())
+    if ctx.is_main:
+        ctx.log(f"[train] {cfg.name} ({kind}): {len(train_m)} training images {train_m.class_counts()}, "
+                f"{len(val_m)} val images from {cfg.data.source}; device {device}")
+    return setup
+
+
+def check_resumable(bundle: Path, setup: RunSetup) -> None:
+    """A run resumes only with the same kind, model, diffusion, input size, method options and data."""
+    cfg = setup.cfg
+    meta = json.loads((bundle / "metadata.json").read_text())
+    if meta.get("kind") != setup.kind:
+        raise CheckpointError(f"{bundle}: the run {cfg.run_dir} holds a {meta.get('kind')!r} checkpoint, not a "
+                              f"{setup.kind}; give the run a new name")
+    saved = config_from_json(meta["config"])
+    same = (saved.model == cfg.model and saved.diffusion == cfg.diffusion
+            and (saved.data.image_size, saved.data.channels) == (cfg.data.image_size, cfg.data.channels)
+            and dict(saved.method_options) == dict(cfg.method_options) and saved.train.augment == cfg.train.augment)
+    if not same:
+        raise CheckpointError(
+            f"{bundle}: the run {cfg.run_dir} was trained with a different model, diffusion, image size/channels, "
+            f"train.augment or method_options; resume needs the same config, or give the run a new name"
+        )
+    if meta.get("data_fingerprint") != setup.fingerprint:
+        raise CheckpointError(
+            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
+            f"{setup.fingerprint}); resume needs the same data, or give the run a new name"
+        )
+
+
+def val_batches(setup: RunSetup) -> Callable[[], Any]:
+    """A function returning a fresh iterator of the val split's (images, labels) batches (decoded once into memory
+    when they fit in ``train.preload_max_gb``); the baseline loop's helper, shared rather than copied."""
+    from meddiff.train.baseline_loop import _val_batches
+
+    return _val_batches(setup.val_m, setup.decoder, setup.cfg.train)
+
+
+@torch.no_grad()
+def evaluate_probs(prob_fn: Callable[[torch.Tensor], torch.Tensor], batches, device: torch.device) -> dict[str, float]:
+    """Accuracy and mean negative log-likelihood of ``prob_fn`` (images [B, C, H, W] -> class probabilities [B, K])
+    over (images, labels) batches."""
+    nll, hits, n = 0.0, 0, 0
+    for images, labels in batches:
+        prob = prob_fn(images.to(device)).float().cpu()
+        nll += float(-torch.log(prob.gather(1, labels[:, None]).clamp(min=1e-12)).sum())
+        hits += int((prob.argmax(dim=1) == labels).sum())
+        n += labels.numel()
+    return {"val_accuracy": hits / n if n else float("nan"), "val_nll": nll / max(n, 1)}
+
+
+def append_json(path: Path, row: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def run_loop(
+    setup: RunSetup,
+    network: nn.Module,
+    step_fn: StepFn,
+    metadata: dict[str, Any],
+    train_manifest: Manifest | None = None,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    ema: EMA | None = None,
+) -> Path | None:
+    """Train ``network`` (already on ``setup.device``) for ``train.steps`` steps; returns the newest bundle on rank 0.
+
+    Args:
+        step_fn: the method's step: (wrapped net, pixels [B, C, H, W] on the device, labels [B], step) -> dict with
+            the scalar ``loss`` tensor to minimise and floats to log.
+        metadata: the bundle's metadata (kind, model, class_names, image_size, channels, ...); ``data_fingerprint``,
+            ``config`` and image counts are added here.
+        train_manifest: the rows batches are drawn from (default: the train split; Mediffusion passes one whose
+            unlabelled rows carry label -1).
+        validate: rank 0 only, at every checkpoint: (inference model) -> {"val_accuracy": ..., ...}, logged and stored
+            in the bundle's metadata.
+        ema: the EMA of ``network`` (bundles then hold the EMA weights once it has started, as in ``train.loop``).
+    """
+    cfg, ctx, tc, device = setup.cfg, setup.ctx, setup.cfg.train, setup.device
+    optimizer = torch.optim.Adam(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start = 0
+    resume = ctx.resume_bundle(setup.run_dir)
+    if resume is not None:
+        check_resumable(resume, setup)
+        state = load_train_state(resume, network, optimizer)
+        if ema is not None:
+            ema.load_state(state["ema"])
+            if ema.num_updates:
+                ema.model.load_state_dict(load_file(str(resume / "model.safetensors")))
+        start = int(state["step"])
+        if ctx.is_main:
+            ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")
+    net = ctx.wrap_model(network)
+    rows = train_manifest if train_manifest is not None else setup.train_m
+    batches = training_batches(rows, setup.decoder, tc, ctx, start, device)
+
+    if ctx.is_main:
+        setup.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, setup.run_dir / "config.json")
+        n_params = sum(p.numel() for p in network.parameters())
+        ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input [{cfg.data.channels}, "
+                f"{cfg.data.image_size}, {cfg.data.image_size}], {tc.steps} steps of batch {tc.batch_size} x "
+                f"{ctx.world_size} worker(s)")
+    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg),
+                    train_images=len(setup.train_m), val_images=len(setup.val_m))
+    metrics_file = setup.run_dir / "metrics.jsonl"
+    progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,
+                        write=ctx.log if ctx.is_main else (lambda _line: None))
+    window: dict[str, list[float]] = {}
+    last_bundle: Path | None = resume
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+    net.train()
+    t_start = time.monotonic()
+    for step, (pixels, labels) in zip(range(start + 1, tc.steps + 1), batches):
+        lr = lr_at(step, tc.lr, tc.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with setup.amp():
+            out = step_fn(net, pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True), step)
+        loss = out["loss"]
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm)
+        optimizer.step()
+        if ema is not None:
+            ema.update(network, step)
+        for key, value in out.items():
+            window.setdefault(key, []).append(float(value.item() if torch.is_tensor(value) else value))
+        if step % tc.log_every == 0 or step == tc.steps:
+            means = {k: sum(v) / len(v) for k, v in window.items() if v}
+            window.clear()
+            extra = " | ".join(f"{k} {v:.4f}" for k, v in means.items())
+            progress.update(step - progress.done, extra=f"{extra} | lr {lr:.2e}", force=True)
+            if ctx.is_main:
+                append_json(metrics_file, {"step": step, **means, "lr": lr, "grad_norm": float(grad_norm),
+                                           "elapsed_s": round(time.monotonic() - t_start, 2)})
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            bundle = None
+            report = {"step": step, "loss": float(loss.item())}
+            if ctx.is_main:
+                inference = ema.inference_model(network) if ema is not None else network
+                if validate is not None and len(setup.val_m):
+                    val = validate(inference)
+                    network.train()
+                    metadata.update(val)
+                    report.update(val)
+                    append_json(metrics_file, {"step": step, **val})
+                    ctx.log(f"[train] step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                state = {"step": step}
+                if ema is not None:
+                    state["ema"] = ema.state()
+                bundle = save_bundle(setup.ckpt_dir, step, inference, metadata,
+                                     train_state={"model": network, "optimizer": optimizer, "state": state},
+                                     keep=tc.keep_checkpoints)
+                last_bundle = bundle
+                ctx.log(f"[train] saved {bundle}")
+            ctx.report(report, bundle)
+    if ctx.is_main and metrics_file.is_file():
+        plot_metrics(metrics_file, setup.run_dir / "loss.png")
+    if last_bundle is None and ctx.is_main:  # other ranks never write bundles
+        raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
+    return last_bundle
+
+
+def plot_metrics(metrics_file: Path, out: Path) -> None:
+    """Every ``loss*`` series against step (log scale) and the val accuracy (right axis), from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r]
+    if not train:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in [k for k in train[-1] if k.startswith("loss")]:
+        points = [(r["step"], r[key]) for r in train if key in r and r[key] > 0]
+        if points:
+            ax.plot(*zip(*points), label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    val = [r for r in rows if "val_accuracy" in r]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in val], [r["val_accuracy"] for r in val], "o-", color="k", label="val accuracy")
+        ax2.set_ylabel("val accuracy")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_title(metrics_file.parent.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
