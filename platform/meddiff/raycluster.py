@@ -25,7 +25,9 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = Tru
     elif os.environ.get("RAY_ADDRESS"):
         kwargs["address"] = os.environ["RAY_ADDRESS"]
     else:
-        kwargs["include_dashboard"] = False
+        # the dashboard serves the state API that Ray Train's placement-group cleaner polls (without it, it warns
+        # every few seconds) and gives users the usual Ray dashboard for the local cluster
+        kwargs["include_dashboard"] = True
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)

@@ -116,5 +116,5 @@ def test_wrong_method_and_unknown_kind_are_explicit(tmp_path):
         train_baseline(load_config("demo-phantom"))
     bundle = save_bundle(tmp_path, 1, nn.Linear(2, 2), {"kind": "mystery", "model": {"name": "x", "params": {}},
                                                         "class_names": ["a", "b"], "image_size": 8, "channels": 1})
-    with pytest.raises(CheckpointError, match="kind 'mystery' has no predictor.*'baseline', 'diffusion'"):
+    with pytest.raises(CheckpointError, match="kind 'mystery' has no predictor; known kinds are \[.*'baseline'.*'diffusion'"):
         load_predictor(bundle, load_config(PRESET).score)

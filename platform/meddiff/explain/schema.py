@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# provenance and status columns mean the same as in the results schema
+from meddiff.scoring.schema import (CODE_VERSION, ERROR, MODEL_ID, STATUS, STATUS_ERROR, STATUS_OK, check_against,  # noqa: F401
+                                    rows_to_table)
+
 IMAGE_ID = "image_id"
 LABEL = "label"  # true class index (-1 unknown)
 LABEL_NAME = "label_name"
@@ -28,13 +32,7 @@ DIFF_PNG = "difference_png"
 RECON_ERROR = "reconstruction_error"  # mean squared pixel difference, images in [-1, 1]
 DIFF_MODE = "difference_mode"  # signed (grayscale) | absolute (colour)
 DIFF_SCALE = "difference_scale"  # colour-scale limit of the image's difference maps (pixel units, images in [-1, 1])
-MODEL_ID = "model_id"
-STATUS = "status"  # ok | error
-ERROR = "error"
-CODE_VERSION = "code_version"
 
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
 
 SCHEMA = pa.schema(
     [
@@ -69,17 +67,9 @@ COLUMNS = tuple(SCHEMA.names)
 
 def to_table(rows: list[dict]) -> pa.Table:
     """Rows keyed by schema columns (missing keys become null) -> a table with exactly SCHEMA; unknown keys are errors."""
-    unknown = {k for row in rows for k in row} - set(COLUMNS)
-    if unknown:
-        raise KeyError(f"explanation rows carry columns that are not in the schema: {sorted(unknown)}")
-    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in COLUMNS}, schema=SCHEMA)
+    return rows_to_table(rows, SCHEMA, "explanation")
 
 
 def check_table(table: pa.Table, where: str = "explanation index") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    for fld in SCHEMA:
-        if fld.name not in table.column_names:
-            raise ValueError(f"{where}: column {fld.name!r} is missing (expected schema: meddiff.explain.schema)")
-        got = table.schema.field(fld.name).type
-        if got != fld.type and not pa.types.is_null(got):
-            raise ValueError(f"{where}: column {fld.name!r} has type {got}, expected {fld.type}")
+    check_against(table, SCHEMA, where, "meddiff.explain.schema")

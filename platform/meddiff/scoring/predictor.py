@@ -27,7 +27,45 @@ from meddiff.scoring import schema as S
 from meddiff.train.checkpoint import read_bundle
 
 
-class DiffusionPredictor:
+class Predictor:
+    """What every predictor shares: the loaded model (``self.model`` with class_names, model_id, metadata), the score
+    config, the device, the decoder, and ``predict_rows`` over manifest rows. Subclasses set ``method`` (the checkpoint
+    kind), ``_load`` (path, device -> model) and implement ``predict_pixels``."""
+
+    method = ""
+
+    @staticmethod
+    def _load(path: str | Path, device: torch.device):
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig):
+        set_threads(cfg.num_threads)
+        device = resolve_device(cfg.device)
+        return cls(cls._load(path, device), cfg, device)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The checkpoint's metadata.json (empty for a model that was never saved)."""
+        return self.model.metadata or {}
+
+    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
+        return predict_manifest_rows(self, rows)
+
+
+class DiffusionPredictor(Predictor):
     """Scores images with a diffusion classifier: both rules, votes, uncertainty, optional per-draw errors."""
 
     method = "diffusion"
@@ -57,24 +95,7 @@ class DiffusionPredictor:
             self.model.denoiser = torch.compile(self.model.denoiser)
         self._code_version = code_version()
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "DiffusionPredictor":
-        set_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
-        return cls(load_diffusion_model(path, device), cfg, device)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.model.class_names
-
-    @property
-    def model_id(self) -> str:
-        return self.model.model_id
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The checkpoint's metadata.json (empty for a model that was never saved)."""
-        return self.model.metadata or {}
+    _load = staticmethod(load_diffusion_model)
 
     def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Score a batch of decoded images.
@@ -114,12 +135,8 @@ class DiffusionPredictor:
             row[S.DRAW_T] = res.t.tolist()
         return row
 
-    def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
-        return predict_manifest_rows(self, rows)
 
-
-class BaselinePredictor:
+class BaselinePredictor(Predictor):
     """Scores images with a discriminative baseline: softmax probabilities, argmax prediction, softmax entropy.
 
     One network evaluation per image (``nfe`` 1); the vote columns, ``n_draws`` and ``rule`` stay null.
@@ -136,24 +153,7 @@ class BaselinePredictor:
         self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
         self._code_version = code_version()
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "BaselinePredictor":
-        set_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
-        return cls(load_baseline_model(path, device), cfg, device)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.model.class_names
-
-    @property
-    def model_id(self) -> str:
-        return self.model.model_id
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The checkpoint's metadata.json (empty for a model that was never saved)."""
-        return self.model.metadata or {}
+    _load = staticmethod(load_baseline_model)
 
     @torch.inference_mode()
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -198,10 +198,6 @@ class BaselinePredictor:
                 S.CODE_VERSION: self._code_version,
             })
         return rows
-
-    def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
-        return predict_manifest_rows(self, rows)
 
 
 def load_predictor(path: str | Path, cfg: ScoreConfig):

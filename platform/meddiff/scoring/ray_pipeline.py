@@ -62,6 +62,8 @@ def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending
 
     use_gpu = cluster_has_gpus() if ray_cfg.use_gpu is None else ray_cfg.use_gpu
     threads = 0 if use_gpu else (ray_cfg.threads_per_actor or max(1, int(ray_cfg.cpus_per_actor)))
+    # meddiff prints its own progress (images/s, ETA); Ray Data's operator progress lines would bury it
+    ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"shard": int(k)} for k in pending], override_num_blocks=len(pending))
     ds = ds.map_batches(
         actor_cls,

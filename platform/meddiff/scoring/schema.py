@@ -78,18 +78,28 @@ def to_table(rows: list[dict]) -> pa.Table:
 
     Unknown keys are an error: a typo in a column name must not silently drop data.
     """
-    unknown = {k for row in rows for k in row} - set(COLUMNS)
+    return rows_to_table(rows, SCHEMA, "results")
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:
+    """``rows`` -> a table with exactly ``schema``; missing keys become null, unknown keys raise KeyError."""
+    unknown = {k for row in rows for k in row} - set(schema.names)
     if unknown:
-        raise KeyError(f"results rows carry columns that are not in the schema: {sorted(unknown)}")
-    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+        raise KeyError(f"{what} rows carry columns that are not in the schema: {sorted(unknown)}")
+    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in schema.names}, schema=schema)
 
 
 def check_table(table: pa.Table, where: str = "results") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    for fld in SCHEMA:
+    check_against(table, SCHEMA, where, "meddiff.scoring.schema")
+
+
+def check_against(table: pa.Table, schema: pa.Schema, where: str, module: str) -> None:
+    """Raise ValueError naming the column when ``table`` lacks a column of ``schema`` or has another type (a column
+    that is all null is accepted)."""
+    for fld in schema:
         if fld.name not in table.column_names:
-            raise ValueError(f"{where}: column {fld.name!r} is missing (expected schema: meddiff.scoring.schema)")
+            raise ValueError(f"{where}: column {fld.name!r} is missing (expected schema: {module})")
         got = table.schema.field(fld.name).type
-        if got != fld.type and not (pa.types.is_null(got)):
+        if got != fld.type and not pa.types.is_null(got):
             raise ValueError(f"{where}: column {fld.name!r} has type {got}, expected {fld.type}")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
+from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.errors import CheckpointError, ConfigError
@@ -36,31 +36,11 @@ from meddiff.models.baseline_model import KIND, build_baseline_model
 from meddiff.progress import Progress
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import bytes_needed, decode_split, step_generator, training_batches
-from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at
 
 AUGMENT_STREAM = 2  # step_generator streams: 0 = noise (diffusion), 1 = batch indices, 2 = augmentation parameters
-
-
-def _check_resumable(bundle: Path, cfg: ExperimentConfig, fingerprint: str) -> None:
-    meta = json.loads((bundle / "metadata.json").read_text())
-    if meta.get("kind") != KIND:
-        raise CheckpointError(
-            f"{bundle}: the run {cfg.run_dir} holds a {meta.get('kind')!r} checkpoint, not a {KIND}; give the run a new name"
-        )
-    saved = config_from_json(meta["config"])
-    same_input = (saved.data.image_size, saved.data.channels) == (cfg.data.image_size, cfg.data.channels)
-    if saved.model != cfg.model or not same_input or saved.train.augment != cfg.train.augment:
-        raise CheckpointError(
-            f"{bundle}: the run {cfg.run_dir} was trained with a different model, image size/channels or train.augment; "
-            f"resume needs the same config, or give the run a new name"
-        )
-    if meta.get("data_fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
-            f"{fingerprint}); resume needs the same data, or give the run a new name"
-        )
 
 
 def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -> Path:
@@ -97,7 +77,9 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
     start = 0
     resume = ctx.resume_bundle(run_dir)
     if resume is not None:
-        _check_resumable(resume, cfg, fingerprint)
+        check_resumable(resume, cfg, fingerprint, KIND,
+                        lambda c: (c.model, c.data.image_size, c.data.channels, c.train.augment),
+                        "model, image size/channels or train.augment")
         start = int(load_train_state(resume, network, optimizer)["step"])
         if ctx.is_main:
             ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")

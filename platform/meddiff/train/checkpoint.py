@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -188,3 +188,23 @@ def load_weights(bundle: Bundle, model: nn.Module) -> nn.Module:
         )
     model.load_state_dict(state)
     return model
+
+
+def check_resumable(bundle: Path, cfg: Any, fingerprint: str, kind: str, fields: Callable[[Any], Any],
+                    what: str) -> None:
+    """Refuse to resume the run ``cfg.run_dir`` from ``bundle`` unless the bundle is of ``kind``, ``fields(config)``
+    (the settings the weights depend on, described by ``what``) is unchanged, and the data fingerprint matches."""
+    from meddiff.config import config_from_json
+
+    meta = json.loads((Path(bundle) / "metadata.json").read_text())
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{bundle}: the run {cfg.run_dir} holds a {meta.get('kind')!r} checkpoint, not a {kind}; "
+                              f"give the run a new name")
+    if fields(config_from_json(meta["config"])) != fields(cfg):
+        raise CheckpointError(f"{bundle}: the run {cfg.run_dir} was trained with a different {what}; resume needs the "
+                              f"same config, or give the run a new name")
+    if meta.get("data_fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
+            f"{fingerprint}); resume needs the same data, or give the run a new name"
+        )

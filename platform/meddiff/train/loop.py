@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
+from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, build_manifest
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
@@ -25,7 +25,7 @@ from meddiff.diffusion.model import build_diffusion_model
 from meddiff.errors import CheckpointError
 from meddiff.progress import Progress
 from meddiff.train.batches import step_generator, training_batches
-from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from safetensors.torch import load_file
 
@@ -33,21 +33,6 @@ from safetensors.torch import load_file
 def lr_at(step: int, base_lr: float, warmup: int) -> float:
     """Linear warm-up to base_lr over ``warmup`` steps, then constant (as in the paper)."""
     return base_lr * min(1.0, step / warmup) if warmup > 0 else base_lr
-
-
-def _check_resumable(bundle: Path, cfg: ExperimentConfig, fingerprint: str) -> None:
-    meta = json.loads((bundle / "metadata.json").read_text())
-    saved = config_from_json(meta["config"])
-    if saved.model != cfg.model or saved.diffusion != cfg.diffusion:
-        raise CheckpointError(
-            f"{bundle}: the run {cfg.run_dir} was trained with a different model/diffusion config; resume needs the same "
-            f"config, or give the run a new name"
-        )
-    if meta.get("data_fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
-            f"{fingerprint}); resume needs the same data, or give the run a new name"
-        )
 
 
 def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) -> Path:
@@ -80,7 +65,8 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
     start = 0
     resume = ctx.resume_bundle(run_dir)
     if resume is not None:
-        _check_resumable(resume, cfg, fingerprint)
+        check_resumable(resume, cfg, fingerprint, "diffusion", lambda c: (c.model, c.diffusion),
+                        "model/diffusion config")
         state = load_train_state(resume, denoiser, optimizer)
         ema.load_state(state["ema"])
         if ema.num_updates:
