@@ -51,3 +51,4 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         "train.checkpoint_every": 20, "model.params": TINY_MODEL, "train.num_threads": 2,
     })
     return train_diffusion(cfg)
+

@@ -6,17 +6,15 @@ rendered what a user should see, with no traceback and no "Page not found".
 
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.servers import free_port, running_server
 
 PAGES = {
     # name: (path and query, words the page must show)
@@ -31,42 +29,15 @@ PAGES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard_url(results_root, tmp_path_factory):
     """``meddiff dashboard --results ROOT`` in a subprocess; stopped with SIGTERM (it stops Streamlit with it)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
     cmd = [sys.executable, "-m", "meddiff.cli", "dashboard", "--results", str(results_root["root"]), "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"meddiff dashboard exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not come up within 120 s:\n{log.read_text()[-2000:]}")
-            time.sleep(0.5)
+    with running_server(cmd, f"{url}/_stcore/health", log, "meddiff dashboard", 120, signal.SIGTERM):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

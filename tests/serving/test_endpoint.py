@@ -6,9 +6,7 @@ import dataclasses
 import io
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +15,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.servers import free_port, running_server
 
 from meddiff.config import config_from_json
 from meddiff.scoring import schema as S
@@ -29,45 +29,18 @@ pytestmark = pytest.mark.ray
 N_DRAWS, SEED, MAX_BYTES = 5, 3, 300_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
     """``meddiff serve`` in a subprocess (its own local Ray cluster); yields its base URL, stops it with SIGINT."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "meddiff.cli", "serve", "--checkpoint", str(tiny_checkpoint), "--port", str(port),
            "--n-draws", str(N_DRAWS), "--seed", str(SEED), "--set", f"max_upload_bytes={MAX_BYTES}",
            "--set", "explain_steps=4", "--set", "num_threads=1", "--set", "batch_wait_timeout_s=0.01"]
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"meddiff serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"meddiff serve did not answer /healthz within 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running_server(cmd, f"{url}/healthz", log, "meddiff serve", 240, signal.SIGINT, env):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from meddiff.diffusion.model import load_diffusion_model
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
 from meddiff.bench.reference import reference_errors
+from meddiff.progress import Progress
 
 
 def rss_mb() -> float:
@@ -180,8 +181,11 @@ def run_benchmark(
     # 1. the paper's loop
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        errs = [reference_errors(model.denoiser, x[i : i + batch_size], seeds[i : i + batch_size], n_draws, spec)
-                for i in range(0, len(ids), batch_size)]
+        progress = Progress(len(ids), "[bench] reference", unit="img", every_s=30.0, write=log)
+        errs = []
+        for i in range(0, len(ids), batch_size):
+            errs.append(reference_errors(model.denoiser, x[i : i + batch_size], seeds[i : i + batch_size], n_draws, spec))
+            progress.update(len(errs[-1]))
         seconds = time.perf_counter() - t0
     ref = summarize(torch.cat(errs).cpu()).pred_vote.numpy()
     record("reference", seconds, np.full(len(ids), n_draws * model.num_classes), ref, ref, mem,
@@ -194,7 +198,11 @@ def run_benchmark(
         stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=chunk, slots=batch_size)
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            res = dict(stream_classify(model.denoiser, ((i, x[i], seeds[i]) for i in range(len(ids))), spec, stream))
+            progress = Progress(len(ids), f"[bench] {name}", unit="img", every_s=30.0, write=log)
+            res = {}
+            for i, r in stream_classify(model.denoiser, ((i, x[i], seeds[i]) for i in range(len(ids))), spec, stream):
+                res[i] = r
+                progress.update(1)
             seconds = time.perf_counter() - t0
         pred = np.array([res[i].pred_vote for i in range(len(ids))])
         nfe = np.array([res[i].n_draws * model.num_classes for i in range(len(ids))])
