@@ -69,3 +69,23 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, pneumonia_npz, tm
     # the restarted worker group resumed from a checkpoint: its clock starts again
     elapsed = [x["elapsed_s"] for x in lines]
     assert any(b < a for a, b in zip(elapsed, elapsed[1:])), f"no restart visible (killed after {first.name})"
+
+
+def test_two_workers_train_a_baseline(ray_local, pneumonia_npz, tmp_path):
+    """The timm baseline loop under the same Ray Train path: DDP over 2 gloo workers, a baseline bundle that scores."""
+    from meddiff.scoring.predictor import BaselinePredictor, load_predictor
+
+    cfg = load_config("baseline-resnet18-pneumonia", {
+        "output_dir": str(tmp_path), "name": "bl-ddp", "train.steps": 4, "train.checkpoint_every": 2,
+        "train.log_every": 2, "train.batch_size": 16, "train.warmup_steps": 2,
+        "model.params.timm_kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
+        "ray.num_workers": 2, "ray.cpus_per_worker": 1.0,
+    })
+    bundle = ray_trainer.fit(cfg)
+    assert bundle.name == "step_0000004" and bundle.parent == tmp_path / "bl-ddp"
+    meta = read_bundle(bundle).metadata
+    assert meta["kind"] == "baseline" and meta["step"] == 4 and meta["model"]["name"] == "resnet18"
+    lines = [json.loads(x) for x in (tmp_path / "bl-ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [2, 4]  # rank 0 logs once per step
+    predictor = load_predictor(bundle, cfg.score)
+    assert isinstance(predictor, BaselinePredictor) and predictor.class_names == ("normal", "pneumonia")

@@ -60,7 +60,10 @@ class Run:
 
     @property
     def has_draws(self) -> bool:
-        return self.is_diffusion and self.frame[S.DRAW_ERRORS].notna().all() and self.frame[S.DRAW_T].notna().all()
+        """Stored per-draw errors and t, and the shifted-cosine schedule they were drawn under (the ablations replay
+        them in log-SNR); a method with another noise schedule (e.g. Stable Diffusion's DDPM table) is left out."""
+        return (self.is_diffusion and "diffusion" in self.checkpoint and self.frame[S.DRAW_ERRORS].notna().all()
+                and self.frame[S.DRAW_T].notna().all())
 
     def draw_errors(self) -> np.ndarray:
         """[M, C, N] stored per-draw errors (target: ``score_config.error_target``)."""
