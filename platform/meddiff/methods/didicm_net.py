@@ -4,7 +4,7 @@ diffusion step and the noisy label.
 The paper keeps ResNet's image path and adds conditioning modules; here (a CPU-sized version of that idea):
 
     emb = MLP(sinusoidal(1000 t)) + Embedding(c_t)                         [B, emb_dim], t = k / K
-    stem: conv3x3 -> GroupNorm -> SiLU
+    stem: conv3x3 (stride 1 or 2) -> GroupNorm -> SiLU (-> max-pool for ``stem_stride`` 4, ResNet's 1/4 stem)
     stage i (width w_i, stride 2 from the second stage on): ``blocks_per_stage`` residual blocks
         h = SiLU(FiLM(GN(conv3x3(x)), emb)); h = GN(conv3x3(h)); out = SiLU(h + shortcut(x))
         FiLM(h, emb) = h * (1 + scale(emb)) + shift(emb)
@@ -27,13 +27,17 @@ from meddiff.errors import ConfigError
 
 @dataclass(frozen=True)
 class DiDiRNConfig:
-    """``model.params`` of ``model.name: didirn``."""
+    """``model.params`` of ``model.name: didirn``: stage widths (stride 2 from the second stage on), residual blocks
+    per stage, the step/label embedding width, GroupNorm groups, dropout, and the stem's stride (1 for 28-32 px, 4 for
+    ResNet-like 256 px inputs)."""
 
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
     emb_dim: int = 128
     norm_groups: int = 8
     dropout: float = 0.0
+    stem_stride: int = 1
+
 
     def __post_init__(self) -> None:
         if not self.widths or any(w < 1 for w in self.widths):
@@ -46,6 +50,9 @@ class DiDiRNConfig:
                               f"{self.blocks_per_stage!r} / {self.emb_dim!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.params.dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if self.stem_stride not in (1, 2, 4):
+            raise ConfigError(f"model.params.stem_stride: expected 1, 2 or 4 (ResNet's stem: 4), got "
+                              f"{self.stem_stride!r}")
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -87,8 +94,11 @@ class DiDiRN(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.label_emb = nn.Embedding(num_classes, d)
         w0 = cfg.widths[0]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, w0, 3, padding=1, bias=False), nn.GroupNorm(cfg.norm_groups, w0),
-                                  nn.SiLU())
+        stem = [nn.Conv2d(in_channels, w0, 3, stride=min(cfg.stem_stride, 2), padding=1, bias=False),
+                nn.GroupNorm(cfg.norm_groups, w0), nn.SiLU()]
+        if cfg.stem_stride == 4:
+            stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        self.stem = nn.Sequential(*stem)
         blocks, c_in = [], w0
         for i, w in enumerate(cfg.widths):
             for b in range(cfg.blocks_per_stage):
@@ -100,7 +110,8 @@ class DiDiRN(nn.Module):
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = nn.functional.silu(self.time_mlp(sinusoidal(t, self.cfg.emb_dim).to(images.dtype)) + self.label_emb(labels))
+        emb = self.time_mlp(sinusoidal(t, self.cfg.emb_dim).to(images.dtype)) + self.label_emb(labels)
+        emb = nn.functional.silu(emb)
         h = self.stem(images)
         for block in self.blocks:
             h = block(h, emb)

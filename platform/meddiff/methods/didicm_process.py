@@ -70,8 +70,8 @@ def posterior_table(abar_t: torch.Tensor | float, abar_s: torch.Tensor | float, 
 
 
 def step_grid(num_steps: int, inference_steps: int) -> list[int]:
-    """Decreasing chain steps K = k_0 > k_1 > ... > 0 for ``inference_steps`` reverse steps (evenly spaced)."""
-    n = min(max(1, inference_steps), num_steps)
+    """Decreasing chain steps K = k_0 > k_1 > ... > 0 for ``inference_steps`` reverse steps (evenly spaced; 0 = K)."""
+    n = num_steps if inference_steps <= 0 else min(inference_steps, num_steps)
     ks = torch.linspace(num_steps, 0, n + 1).round().long().tolist()
     return sorted(set(ks), reverse=True)
 

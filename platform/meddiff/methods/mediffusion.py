@@ -2,7 +2,7 @@
 
 One UNet is shared by a denoiser and a classifier (``mediffusion_net.JointUNet``) and trained jointly, semi-supervised:
   1. A seeded, class-stratified ``label_fraction`` of the training images keep their labels (paper: 20 %); the others
-     are unlabelled (label -1 in the training rows).
+     are unlabelled (their label is replaced by -1 in every batch).
   2. Every image, labelled or not, gets the platform's diffusion loss (DESIGN.md section 1: shifted cosine schedule,
      v-prediction, min-SNR weight; Haar DWT when ``diffusion.wavelet``), with the UNet unconditional.
   3. The labelled images of the batch also go through the encoder at a light noise level t ~ U(0, classifier_t_max)
@@ -17,7 +17,8 @@ One UNet is shared by a denoiser and a classifier (``mediffusion_net.JointUNet``
 
 Where this simplifies the paper: no latent autoencoder (the diffusion runs on pixels or their Haar DWT, like the rest
 of the platform); the head is a small MLP on the pooled outputs of every down block and the mid block (the paper's
-exact head is not specified in our summary); EMA weights (``train.ema_*``) serve both the denoiser and the head.
+exact head is not specified in our summary); EMA weights (``train.ema_*``) serve both the denoiser and the head;
+no augmentation (``train.augment`` is not used), as the platform's other diffusion models.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from torch import nn
 
 from meddiff.config import DiffusionConfig, ExperimentConfig, ModelConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
-from meddiff.device import resolve_device, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.loss import min_snr_weight, time_input
 from meddiff.diffusion.model import DiffusionModel
@@ -47,7 +47,7 @@ from meddiff.methods.training import evaluate_probs, run_loop, setup_run, val_ba
 from meddiff.models.baseline_model import BaselineModel
 from meddiff.models.registry import model_settings
 from meddiff.scoring.predictor import BaselinePredictor
-from meddiff.train.batches import step_generator
+from meddiff.train.batches import sample_batch, step_generator
 from meddiff.train.checkpoint import load_weights, read_bundle
 from meddiff.train.context import LocalContext
 
@@ -75,13 +75,15 @@ class MediffusionOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction <= 1.0:
-            raise ConfigError(f"method_options.label_fraction: expected a fraction in (0, 1], got {self.label_fraction!r}")
+            raise ConfigError(f"method_options.label_fraction: expected a fraction in (0, 1], got "
+                              f"{self.label_fraction!r}")
         if self.label_seed < 0:
             raise ConfigError(f"method_options.label_seed: expected a non-negative integer, got {self.label_seed!r}")
         if self.classifier_weight < 0:
             raise ConfigError(f"method_options.classifier_weight: expected >= 0, got {self.classifier_weight!r}")
         if not 0.0 <= self.classifier_t_max <= 1.0:
-            raise ConfigError(f"method_options.classifier_t_max: expected a time in [0, 1], got {self.classifier_t_max!r}")
+            raise ConfigError(f"method_options.classifier_t_max: expected a time in [0, 1], got "
+                              f"{self.classifier_t_max!r}")
         if self.head_hidden < 1 or not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError("method_options.head_hidden / head_dropout: expected a positive width and a dropout in "
                               f"[0, 1), got {self.head_hidden!r} / {self.head_dropout!r}")
@@ -156,23 +158,21 @@ def load_mediffusion_model(path, device: torch.device | str = "cpu") -> Mediffus
     return model
 
 
-def labelled_subset(train_m: Manifest, fraction: float, seed: int) -> Manifest:
-    """The training rows with only a seeded, class-stratified ``fraction`` of labels kept (the rest get label -1).
+def labelled_mask(train_m: Manifest, fraction: float, seed: int) -> np.ndarray:
+    """[N] bool over the training rows: which images keep their label (module docstring, step 1).
 
     Per class, ids are sorted (independent of row order) and ceil(fraction * n_c) of them drawn with a generator
     seeded by (seed, class), so adding a class or reordering rows changes nothing else.
     """
-    frame = train_m.frame.copy()
-    keep = np.zeros(len(frame), dtype=bool)
-    labels = frame["label"].to_numpy()
-    ids = frame["id"].astype(str).to_numpy()
+    keep = np.zeros(len(train_m), dtype=bool)
+    labels = train_m.frame["label"].to_numpy()
+    ids = train_m.frame["id"].astype(str).to_numpy()
     for cls in np.unique(labels):
         rows = np.flatnonzero(labels == cls)
         rows = rows[np.argsort(ids[rows], kind="stable")]
         n_keep = min(len(rows), max(1, math.ceil(fraction * len(rows) - 1e-9)))
         keep[np.random.default_rng([seed, int(cls)]).choice(rows, size=n_keep, replace=False)] = True
-    frame.loc[~keep, "label"] = -1
-    return Manifest(frame, train_m.class_names, train_m.name)
+    return keep
 
 
 def joint_loss(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, schedule: ShiftedCosineSchedule,
@@ -232,13 +232,17 @@ def train_mediffusion(cfg: ExperimentConfig, context: LocalContext | None = None
     if device.type == "cuda":
         network = network.to(memory_format=torch.channels_last)
     ema = EMA(network, beta=tc.ema_beta, warmup=tc.ema_warmup, every=tc.ema_every)
-    rows = labelled_subset(setup.train_m, options.label_fraction, options.label_seed)
-    n_labelled = int((rows.frame["label"] >= 0).sum())
+    keep = labelled_mask(setup.train_m, options.label_fraction, options.label_seed)
+    n_labelled = int(keep.sum())
+    keep_t = torch.from_numpy(keep)
     if ctx.is_main:
-        ctx.log(f"[train] {n_labelled} of {len(rows)} training images keep their label (label_fraction "
+        ctx.log(f"[train] {n_labelled} of {len(keep)} training images keep their label (label_fraction "
                 f"{options.label_fraction}, seed {options.label_seed}); denoising loss on all of them")
 
     def step_fn(net: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, Any]:
+        # the batch's row indices are the (seed, step, rank) draw every batch source uses (train.batches)
+        rows = sample_batch(len(keep), tc.batch_size, tc.seed, step, ctx.rank)
+        labels = torch.where(keep_t[rows].to(labels.device), labels, torch.full_like(labels, -1))
         gen = step_generator(tc.seed, step, ctx.rank, device)
         out = joint_loss(net, model.to_model_space(pixels), labels, model.schedule, cfg.diffusion, options, gen)
         if math.isnan(float(out["accuracy"])):
@@ -254,7 +258,7 @@ def train_mediffusion(cfg: ExperimentConfig, context: LocalContext | None = None
             return evaluate_probs(lambda px: torch.softmax(view.head_logits(px).float(), dim=-1), batches(), device)
 
     metadata = dict(model.metadata_fields(), labelled_images=n_labelled)
-    return run_loop(setup, network, step_fn, metadata, train_manifest=rows,
+    return run_loop(setup, network, step_fn, metadata,
                     validate=validate if batches is not None else None, ema=ema)
 
 
@@ -273,8 +277,4 @@ class MediffusionPredictor(BaselinePredictor):
                              model.channels, model.model_id, model.metadata)
         super().__init__(view, cfg, device)
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "MediffusionPredictor":
-        set_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
-        return cls(load_mediffusion_model(path, device), cfg, device)
+    _load = staticmethod(load_mediffusion_model)  # Predictor.from_checkpoint: cls(_load(path, device), cfg, device)

@@ -39,6 +39,15 @@ METHODS: dict[str, Method] = {
                "conditional diffusion model as a majority-vote classifier (Favero et al.)"),
         Method("baseline", "meddiff.train.baseline_loop:train_baseline", "meddiff.scoring.predictor:BaselinePredictor",
                False, "discriminative timm classifier with the paper's augmentations"),
+        Method("dcube", "meddiff.methods.dcube.loop:train_dcube", "meddiff.methods.dcube.predictor:DCubePredictor",
+               False, "D-Cube: light classifier on KS-selected hyper-features of a frozen diffusion model (Jang et al.)"),
+        Method("mediffusion", "meddiff.methods.mediffusion:train_mediffusion",
+               "meddiff.methods.mediffusion:MediffusionPredictor", False,
+               "Mediffusion: one UNet for denoising and a classifier head, semi-supervised joint training"),
+        Method("didicm", "meddiff.methods.didicm:train_didicm", "meddiff.methods.didicm:DiDiCMPredictor", False,
+               "DiDiCM: discrete diffusion over the class label given the image (probabilities or label chains)"),
+        Method("sd", "meddiff.methods.sd:train_sd", "meddiff.methods.sd:SDPredictor", True,
+               "Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote (Favero et al.)"),
     )
 }
 

@@ -30,14 +30,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from meddiff.config import ExperimentConfig, config_from_json, save_config, to_dict
+from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, build_manifest
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.progress import Progress
 from meddiff.train.batches import training_batches
-from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at
 
@@ -90,27 +90,10 @@ def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) ->
     return setup
 
 
-def check_resumable(bundle: Path, setup: RunSetup) -> None:
-    """A run resumes only with the same kind, model, diffusion, input size, method options and data."""
-    cfg = setup.cfg
-    meta = json.loads((bundle / "metadata.json").read_text())
-    if meta.get("kind") != setup.kind:
-        raise CheckpointError(f"{bundle}: the run {cfg.run_dir} holds a {meta.get('kind')!r} checkpoint, not a "
-                              f"{setup.kind}; give the run a new name")
-    saved = config_from_json(meta["config"])
-    same = (saved.model == cfg.model and saved.diffusion == cfg.diffusion
-            and (saved.data.image_size, saved.data.channels) == (cfg.data.image_size, cfg.data.channels)
-            and dict(saved.method_options) == dict(cfg.method_options) and saved.train.augment == cfg.train.augment)
-    if not same:
-        raise CheckpointError(
-            f"{bundle}: the run {cfg.run_dir} was trained with a different model, diffusion, image size/channels, "
-            f"train.augment or method_options; resume needs the same config, or give the run a new name"
-        )
-    if meta.get("data_fingerprint") != setup.fingerprint:
-        raise CheckpointError(
-            f"{bundle}: the training data changed since this run started (fingerprint {meta.get('data_fingerprint')} != "
-            f"{setup.fingerprint}); resume needs the same data, or give the run a new name"
-        )
+def resume_fields(cfg: ExperimentConfig) -> tuple:
+    """The settings a method's weights depend on: a run resumes only when they are unchanged."""
+    return (cfg.model, cfg.diffusion, cfg.data.image_size, cfg.data.channels, dict(cfg.method_options),
+            cfg.train.augment)
 
 
 def val_batches(setup: RunSetup) -> Callable[[], Any]:
@@ -144,7 +127,6 @@ def run_loop(
     network: nn.Module,
     step_fn: StepFn,
     metadata: dict[str, Any],
-    train_manifest: Manifest | None = None,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     ema: EMA | None = None,
 ) -> Path | None:
@@ -155,8 +137,6 @@ def run_loop(
             the scalar ``loss`` tensor to minimise and floats to log.
         metadata: the bundle's metadata (kind, model, class_names, image_size, channels, ...); ``data_fingerprint``,
             ``config`` and image counts are added here.
-        train_manifest: the rows batches are drawn from (default: the train split; Mediffusion passes one whose
-            unlabelled rows carry label -1).
         validate: rank 0 only, at every checkpoint: (inference model) -> {"val_accuracy": ..., ...}, logged and stored
             in the bundle's metadata.
         ema: the EMA of ``network`` (bundles then hold the EMA weights once it has started, as in ``train.loop``).
@@ -166,7 +146,8 @@ def run_loop(
     start = 0
     resume = ctx.resume_bundle(setup.run_dir)
     if resume is not None:
-        check_resumable(resume, setup)
+        check_resumable(resume, cfg, setup.fingerprint, setup.kind, resume_fields,
+                        "model, diffusion, image size/channels, method_options or train.augment")
         state = load_train_state(resume, network, optimizer)
         if ema is not None:
             ema.load_state(state["ema"])
@@ -176,8 +157,7 @@ def run_loop(
         if ctx.is_main:
             ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")
     net = ctx.wrap_model(network)
-    rows = train_manifest if train_manifest is not None else setup.train_m
-    batches = training_batches(rows, setup.decoder, tc, ctx, start, device)
+    batches = training_batches(setup.train_m, setup.decoder, tc, ctx, start, device)
 
     if ctx.is_main:
         setup.run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +184,8 @@ def run_loop(
             out = step_fn(net, pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True), step)
         loss = out["loss"]
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the data")
+            raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the "
+                                     f"data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm)

@@ -21,7 +21,14 @@ from meddiff.report.runs import Run
 from meddiff.scoring import schema as S
 
 COVERAGES = (1.0, 0.8, 0.55)  # the points the paper's Fig. 3 is read at here
-METHOD_LABEL = {"vote": "DM (vote)", "average": "DM (average)", "softmax": "baseline"}
+METHOD_NAME = {"diffusion": "DM", "baseline": "baseline", "sd": "SD", "mediffusion": "Mediffusion", "didicm": "DiDiCM",
+               "dcube": "D-Cube"}
+
+
+def method_label(method: str, rule: str) -> str:
+    """Table 1's method column: the method's short name, with the rule for classifiers that vote over draws."""
+    name = METHOD_NAME.get(method, method)
+    return f"{name} ({rule})" if rule in ("vote", "average") else name
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def table1_rows(run: Run, n_boot: int = 1000, seed: int = 0) -> list[dict[str, A
         f1 = M.binary_f1 if c == 2 else (lambda a, b: M.f1(a, b, c))
         auc = M.binary_auc if c == 2 else M.roc_auc
         row: dict[str, Any] = {
-            "run": run.label, "method": METHOD_LABEL[view.rule], "rule": view.rule, "backbone": info["backbone"],
+            "run": run.label, "method": method_label(run.method, view.rule), "rule": view.rule, "backbone": info["backbone"],
             "params_m": info["params_m"], "dataset": info["dataset"], "images": len(y),
             "accuracy": M.accuracy(y, view.pred), "f1": M.f1(y, view.pred, c), "auc": M.roc_auc(y, view.scores),
         }

@@ -1,0 +1,93 @@
+"""``SDPredictor``: scores images with a fine-tuned Stable Diffusion classifier through meddiff's classifier engine.
+
+Per image: the VAE posterior mean (Li et al.) gives the latent x; then, exactly as for the paper's own classifier,
+N draws (eps_k, t_k) seeded by (score seed, image id, k) and shared by all classes, per-class errors of the UNet's
+noise prediction, majority vote and average rule, vote-entropy uncertainty, and the configured early exit
+(``score.stopping``) from ``meddiff.diffusion.streaming``; ``sd_engine`` adapts the UNet to it. Rows fill the vote
+columns; nfe = draws x classes UNet evaluations (the one VAE encoding per image is not counted).
+It reuses ``DiffusionPredictor``'s row building, ``predict_rows`` and properties; only the model and the latent
+encoding differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from meddiff.config import ScoreConfig
+from meddiff.data import ImageDecoder
+from meddiff.device import autocast_dtype, resolve_device, set_threads
+from meddiff.diffusion.engine import EngineSpec
+from meddiff.diffusion.noise import image_seed
+from meddiff.diffusion.streaming import StreamSpec, stream_classify
+from meddiff.methods.sd_engine import PromptUNetDenoiser
+from meddiff.methods.sd_model import KIND, SDModel, load_sd_model
+from meddiff.provenance import code_version
+from meddiff.scoring.predictor import DiffusionPredictor
+
+
+class SDPredictor(DiffusionPredictor):
+    """The predictor of ``kind: sd`` bundles (same interface and rows as ``DiffusionPredictor``, method ``sd``)."""
+
+    method = KIND
+
+    def __init__(self, model: SDModel, cfg: ScoreConfig, device: torch.device | None = None) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model.to(self.device)
+        self.model.unet.eval()
+        self.model.vae.eval()
+        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.denoiser = PromptUNetDenoiser(model.unet, model.prompt_embeds, model.schedule, model.prediction_type)
+        self.spec = EngineSpec(
+            num_classes=model.num_classes,
+            schedule=model.schedule,
+            time_kind="logsnr",  # the adapter looks the DDPM timestep up from the log-SNR
+            error_target=cfg.error_target,
+            t_min=cfg.t_min,
+            t_max=cfg.t_max,
+            max_batch=cfg.max_batch or (256 if self.device.type == "cpu" else 2048),
+            autocast_dtype=autocast_dtype(self.device, cfg.precision),
+            channels_last=False,
+        )
+        self.stream = StreamSpec(n_draws=cfg.n_draws, rule=cfg.stopping, delta=cfg.delta, chunk=cfg.chunk_draws,
+                                 slots=cfg.batch_size)
+        if cfg.compile:
+            self.denoiser.unet = torch.compile(self.denoiser.unet)
+        self._code_version = code_version()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "SDPredictor":
+        set_threads(cfg.num_threads)
+        device = resolve_device(cfg.device)
+        return cls(load_sd_model(path, device), cfg, device)
+
+    @torch.inference_mode()
+    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, channels, S, S] in [-1, 1] -> posterior-mean latents [B, *latent_shape] float32 on the device."""
+        out = []
+        amp = self.spec.autocast_dtype
+        for start in range(0, pixels.shape[0], self.spec.max_batch):
+            chunk = pixels[start:start + self.spec.max_batch].to(self.device)
+            if amp is not None:
+                with torch.autocast(device_type=self.device.type, dtype=amp):
+                    out.append(self.model.encode(chunk, "mean"))
+            else:
+                out.append(self.model.encode(chunk, "mean"))
+        return torch.cat(out)
+
+    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Score a batch of decoded images.
+
+        Args:
+            pixels: [B, channels, image_size, image_size] in [-1, 1].
+            ids: B image ids (they seed the noise).
+        Returns: B dicts with the prediction columns of the results schema.
+        """
+        x = self.latents(pixels)
+        items = ((b, x[b], image_seed(self.cfg.seed, str(i))) for b, i in enumerate(ids))
+        results = dict(stream_classify(self.denoiser, items, self.spec, self.stream))
+        return [self._row(results[b]) for b in range(len(ids))]
