@@ -20,10 +20,15 @@ def vote_share(votes: torch.Tensor) -> torch.Tensor:
 
 def vote_entropy(votes: torch.Tensor) -> torch.Tensor:
     """[B, C] vote counts -> [B] normalised entropy in [0, 1]."""
-    p = vote_share(votes)
-    ent = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1)
-    c = votes.shape[-1]
-    return ent / math.log(c) if c > 1 else torch.zeros_like(ent)
+    return probability_entropy(vote_share(votes))
+
+
+def probability_entropy(prob: torch.Tensor) -> torch.Tensor:
+    """[B, C] probabilities -> [B] entropy / log C in [0, 1] (0 log 0 = 0)."""
+    p = prob.double().clamp(min=0)
+    ent = -(p * torch.log(p.clamp(min=1e-300))).sum(dim=-1)
+    c = prob.shape[-1]
+    return (ent / math.log(c) if c > 1 else torch.zeros_like(ent)).clamp(0.0, 1.0).float()
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,6 @@ rather than S; a CPU-sized DiDiRN.
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +40,6 @@ from meddiff.methods import didicm_process as P
 from meddiff.methods.didicm_net import DiDiRN, DiDiRNConfig
 from meddiff.methods.training import evaluate_probs, run_loop, setup_run, val_batches
 from meddiff.models.baseline_model import BaselineModel
-from meddiff.scoring import schema as S
 from meddiff.scoring.predictor import BaselinePredictor
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import step_generator
@@ -282,23 +280,6 @@ class DiDiCMPredictor(BaselinePredictor):
     def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Score a batch of decoded images ([B, channels, image_size, image_size] in [-1, 1]; ids seed the chains)."""
         prob, nfe = self.distribution(pixels, ids)
-        uncertainty = normalised_entropy(prob)
-        pred = prob.argmax(dim=-1)
-        rows = []
-        for b in range(len(ids)):
-            p = int(pred[b])
-            rows.append({
-                S.PRED: p, S.PRED_NAME: self.class_names[p], S.PRED_VOTE: None, S.PRED_AVERAGE: None, S.VOTES: None,
-                S.PROB: prob[b].tolist(), S.MEAN_ERROR: None, S.UNCERTAINTY: float(uncertainty[b]), S.N_DRAWS: None,
-                S.NFE: int(nfe[b]), S.METHOD: self.method, S.RULE: None, S.MODEL_ID: self.model_id,
-                S.SEED: self.cfg.seed, S.STATUS: S.STATUS_OK, S.CODE_VERSION: self._code_version,
-            })
-        return rows
+        return self.probability_rows(prob, [int(n) for n in nfe])
 
 
-def normalised_entropy(prob: torch.Tensor) -> torch.Tensor:
-    """[B, C] probabilities -> [B] entropy / log C in [0, 1] (0 log 0 = 0)."""
-    p = prob.double().clamp(min=0)
-    ent = -(p * torch.log(p.clamp(min=1e-300))).sum(dim=-1)
-    c = prob.shape[-1]
-    return (ent / math.log(c) if c > 1 else torch.zeros_like(ent)).clamp(0.0, 1.0).float()

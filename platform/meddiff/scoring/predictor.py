@@ -20,7 +20,7 @@ from meddiff.diffusion.engine import EngineSpec
 from meddiff.diffusion.streaming import ImageResult, StreamSpec, stream_classify
 from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.diffusion.noise import image_seed
-from meddiff.diffusion.uncertainty import softmax_entropy, vote_share
+from meddiff.diffusion.uncertainty import probability_entropy, vote_share
 from meddiff.models.baseline_model import BaselineModel, load_baseline_model
 from meddiff.provenance import code_version
 from meddiff.scoring import schema as S
@@ -63,6 +63,25 @@ class Predictor:
     def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
         return predict_manifest_rows(self, rows)
+
+    def probability_rows(self, prob: torch.Tensor, nfe: int | Sequence[int]) -> list[dict[str, Any]]:
+        """Results rows of a classifier that outputs class probabilities ([B, C]; softmax or label-chain counts):
+        argmax prediction, normalised entropy as the uncertainty, ``nfe`` network evaluations per image; the vote
+        columns, ``n_draws`` and ``rule`` stay null."""
+        prob = prob.float().cpu()
+        uncertainty = probability_entropy(prob)
+        pred = prob.argmax(dim=-1)
+        nfes = [nfe] * len(prob) if isinstance(nfe, int) else list(nfe)
+        rows = []
+        for b in range(len(prob)):
+            p = int(pred[b])
+            rows.append({
+                S.PRED: p, S.PRED_NAME: self.class_names[p], S.PRED_VOTE: None, S.PRED_AVERAGE: None, S.VOTES: None,
+                S.PROB: prob[b].tolist(), S.MEAN_ERROR: None, S.UNCERTAINTY: float(uncertainty[b]), S.N_DRAWS: None,
+                S.NFE: int(nfes[b]), S.METHOD: self.method, S.RULE: None, S.MODEL_ID: self.model_id,
+                S.SEED: self.cfg.seed, S.STATUS: S.STATUS_OK, S.CODE_VERSION: self._code_version,
+            })
+        return rows
 
 
 class DiffusionPredictor(Predictor):
@@ -172,32 +191,7 @@ class BaselinePredictor(Predictor):
             ids: B image ids (unused by the network; kept for the interface).
         Returns: B dicts with the prediction columns of the results schema.
         """
-        logits = self.logits(pixels)
-        prob = torch.softmax(logits, dim=-1)
-        uncertainty = softmax_entropy(logits)
-        pred = prob.argmax(dim=-1)
-        rows = []
-        for b in range(len(ids)):
-            p = int(pred[b])
-            rows.append({
-                S.PRED: p,
-                S.PRED_NAME: self.class_names[p],
-                S.PRED_VOTE: None,
-                S.PRED_AVERAGE: None,
-                S.VOTES: None,
-                S.PROB: prob[b].tolist(),
-                S.MEAN_ERROR: None,
-                S.UNCERTAINTY: float(uncertainty[b]),
-                S.N_DRAWS: None,
-                S.NFE: 1,
-                S.METHOD: self.method,
-                S.RULE: None,
-                S.MODEL_ID: self.model_id,
-                S.SEED: self.cfg.seed,
-                S.STATUS: S.STATUS_OK,
-                S.CODE_VERSION: self._code_version,
-            })
-        return rows
+        return self.probability_rows(torch.softmax(self.logits(pixels), dim=-1), 1)
 
 
 def load_predictor(path: str | Path, cfg: ScoreConfig):

@@ -15,10 +15,8 @@ import torch
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
 from meddiff.device import autocast_dtype, resolve_device
-from meddiff.diffusion.uncertainty import softmax_entropy
 from meddiff.methods.dcube.model import KIND, DCubeModel, load_dcube_model
 from meddiff.provenance import code_version
-from meddiff.scoring import schema as S
 from meddiff.scoring.predictor import Predictor
 
 
@@ -59,28 +57,4 @@ class DCubePredictor(Predictor):
         return rows
 
     def _rows(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        prob = torch.softmax(logits, dim=-1)
-        uncertainty = softmax_entropy(logits)
-        pred = prob.argmax(dim=-1)
-        out = []
-        for b in range(logits.shape[0]):
-            p = int(pred[b])
-            out.append({
-                S.PRED: p,
-                S.PRED_NAME: self.class_names[p],
-                S.PRED_VOTE: None,
-                S.PRED_AVERAGE: None,
-                S.VOTES: None,
-                S.PROB: prob[b].tolist(),
-                S.MEAN_ERROR: None,
-                S.UNCERTAINTY: float(uncertainty[b]),
-                S.N_DRAWS: None,
-                S.NFE: self.model.nfe,
-                S.METHOD: self.method,
-                S.RULE: None,
-                S.MODEL_ID: self.model_id,
-                S.SEED: self.cfg.seed,
-                S.STATUS: S.STATUS_OK,
-                S.CODE_VERSION: self._code_version,
-            })
-        return out
+        return self.probability_rows(torch.softmax(logits.float(), dim=-1), self.model.nfe)
