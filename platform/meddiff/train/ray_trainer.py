@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from meddiff.config import ExperimentConfig, config_from_json, to_dict
-from meddiff.errors import CheckpointError
+from meddiff.errors import CheckpointError, MeddiffError
 from meddiff.train.context import LocalContext
 
 
@@ -111,10 +111,34 @@ def fit(cfg: ExperimentConfig) -> Path:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints or None),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray Train wraps a worker's exception; a meddiff error (bad data, config) is re-raised as is
+        inner = worker_error(exc)
+        if inner is not None:
+            raise inner from exc
+        raise
     if result.checkpoint is None:
         raise CheckpointError(f"Ray Train run {cfg.name} finished without a checkpoint under {storage_dir(cfg)}")
     return Path(result.checkpoint.path)
+
+
+def worker_error(exc: BaseException) -> MeddiffError | None:
+    """The meddiff error (DataError, ConfigError, ...) a Ray Train worker raised, found inside Ray's wrappers
+    (``WorkerGroupError.worker_failures``, ``.cause``, ``__cause__``), or None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MeddiffError):
+            return e
+        todo.extend(getattr(e, "worker_failures", {}).values())
+        todo.extend(x for x in (getattr(e, "cause", None), getattr(e, "controller_failure", None), e.__cause__,
+                                e.__context__) if isinstance(x, BaseException))
+    return None
 
 
 def train(cfg: ExperimentConfig) -> Path:
