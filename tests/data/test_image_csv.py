@@ -31,7 +31,7 @@ def test_isic_melanoma_vs_benign_counts_and_split(shared_data):
     assert m.class_counts("val") == {"benign": 103, "melanoma": 38}
     assert m.class_counts("test") == {"benign": 103, "melanoma": 37}
     table = pd.read_csv(csv)
-    md5 = dict(zip(str(csv.parent) + "/" + table["path"], table["md5"]))
+    md5 = dict(zip(str(csv.parent.resolve()) + "/" + table["path"], table["md5"]))
     per_split = {s: {md5[p] for p in m.select(s).frame["path"]} for s in ("train", "val", "test")}
     assert not (per_split["train"] & per_split["val"] or per_split["train"] & per_split["test"]
                 or per_split["val"] & per_split["test"])
