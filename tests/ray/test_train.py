@@ -48,6 +48,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, pneumonia_npz, tm
 
     cfg = _cfg(tmp_path, "fail", steps=40, every=5)
     result: dict = {}
+    started = time.time()
     thread = threading.Thread(target=lambda: result.update(bundle=ray_trainer.fit(cfg)))
     thread.start()
     run = tmp_path / "fail"
@@ -56,8 +57,9 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, pneumonia_npz, tm
         time.sleep(0.5)
     assert list_bundles(run), "no checkpoint was reported before the deadline"
     first = list_bundles(run)[-1]
-    workers = [p for p in psutil.process_iter(["pid", "cmdline"])
-               if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    # only this fit's workers: processes of an earlier test's worker group may still be winding down
+    workers = [p for p in psutil.process_iter(["pid", "cmdline", "create_time"])
+               if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= started - 1]
     assert workers, "no live Ray Train worker to kill"
     os.kill(workers[0].info["pid"], signal.SIGKILL)
     thread.join(timeout=600)
