@@ -3,7 +3,6 @@
 import json
 
 import pandas as pd
-import pytest
 from PIL import Image
 
 from meddiff.cli import main

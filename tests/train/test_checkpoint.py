@@ -8,7 +8,8 @@ import torch
 from meddiff.config import DiffusionConfig, ModelConfig, to_dict
 from meddiff.diffusion.model import build_diffusion_model, load_diffusion_model
 from meddiff.errors import CheckpointError
-from meddiff.train.checkpoint import list_bundles, load_train_state, read_bundle, resolve_bundle, save_bundle
+from meddiff.train.checkpoint import (list_bundles, load_train_state, read_bundle, resolve_bundle, resumable_bundle,
+                                      save_bundle, step_of)
 
 TINY = ModelConfig("unet", {"block_out_channels": [8, 16], "attention": [False, True]})
 
@@ -98,3 +99,18 @@ def test_bad_bundles_are_explicit(tmp_path):
     shutil.rmtree(inference_only / "train_state")
     with pytest.raises(CheckpointError, match="cannot be resumed"):
         load_train_state(inference_only, model.denoiser, torch.optim.Adam(model.denoiser.parameters()))
+
+
+def test_resumable_bundle_rejects_a_partial_copy(tmp_path):
+    """What a restarted Ray Train worker group checks before resuming from a bundle Ray persisted but never registered."""
+    model = _model()
+    bundle, _ = _save(tmp_path, model, 7)
+    assert step_of(bundle.name) == 7 and step_of("checkpoint_000001") == -1 and step_of("step_x") == -1
+    assert resumable_bundle(bundle)
+    weights = (bundle / "model.safetensors").read_bytes()
+    (bundle / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # copy cut short
+    assert not resumable_bundle(bundle)
+    (bundle / "model.safetensors").write_bytes(weights)
+    (bundle / "train_state" / "optimizer.safetensors").unlink()
+    assert not resumable_bundle(bundle)
+    assert not resumable_bundle(tmp_path / "missing")

@@ -18,7 +18,6 @@ entries are averaged over the logging window and written beside the loss.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -40,6 +39,7 @@ from meddiff.train.batches import training_batches
 from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at
+from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, Any]]
 
@@ -115,11 +115,6 @@ def evaluate_probs(prob_fn: Callable[[torch.Tensor], torch.Tensor], batches, dev
         hits += int((prob.argmax(dim=1) == labels).sum())
         n += labels.numel()
     return {"val_accuracy": hits / n if n else float("nan"), "val_nll": nll / max(n, 1)}
-
-
-def append_json(path: Path, row: dict) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 def run_loop(
@@ -200,8 +195,9 @@ def run_loop(
             extra = " | ".join(f"{k} {v:.4f}" for k, v in means.items())
             progress.update(step - progress.done, extra=f"{extra} | lr {lr:.2e}", force=True)
             if ctx.is_main:
-                append_json(metrics_file, {"step": step, **means, "lr": lr, "grad_norm": float(grad_norm),
-                                           "elapsed_s": round(time.monotonic() - t_start, 2)})
+                append_metrics(metrics_file, {"step": step, **means, "lr": lr, "grad_norm": float(grad_norm),
+                                           "elapsed_s": round(time.monotonic() - t_start, 2),
+                                           "resumed_from_step": start})
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             bundle = None
             report = {"step": step, "loss": float(loss.item())}
@@ -212,7 +208,7 @@ def run_loop(
                     network.train()
                     metadata.update(val)
                     report.update(val)
-                    append_json(metrics_file, {"step": step, **val})
+                    append_metrics(metrics_file, {"step": step, **val})
                     ctx.log(f"[train] step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 state = {"step": step}
                 if ema is not None:
@@ -228,37 +224,3 @@ def run_loop(
     if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
-
-
-def plot_metrics(metrics_file: Path, out: Path) -> None:
-    """Every ``loss*`` series against step (log scale) and the val accuracy (right axis), from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if "loss" in r]
-    if not train:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in [k for k in train[-1] if k.startswith("loss")]:
-        points = [(r["step"], r[key]) for r in train if key in r and r[key] > 0]
-        if points:
-            ax.plot(*zip(*points), label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    val = [r for r in rows if "val_accuracy" in r]
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in val], [r["val_accuracy"] for r in val], "o-", color="k", label="val accuracy")
-        ax2.set_ylabel("val accuracy")
-        ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right", fontsize=8)
-    ax.set_title(metrics_file.parent.name)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)

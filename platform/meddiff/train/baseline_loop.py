@@ -16,7 +16,6 @@ folder, resume bundle and reporting.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -39,6 +38,7 @@ from meddiff.train.batches import bytes_needed, decode_split, step_generator, tr
 from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at
+from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 AUGMENT_STREAM = 2  # step_generator streams: 0 = noise (diffusion), 1 = batch indices, 2 = augmentation parameters
 
@@ -136,8 +136,9 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
             progress.update(step - progress.done, extra=f"loss {mean_loss:.4f} | acc {acc:.3f} | lr {lr:.2e}",
                             force=True)
             if ctx.is_main:
-                _append(metrics_file, {"step": step, "loss": mean_loss, "accuracy": acc, "lr": lr,
-                                       "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - t_start, 2)})
+                append_metrics(metrics_file, {"step": step, "loss": mean_loss, "accuracy": acc, "lr": lr,
+                                       "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - t_start, 2),
+                                       "resumed_from_step": start})
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             bundle = None
             report = {"step": step, "loss": last_loss}
@@ -148,7 +149,7 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
                     network.train()
                     metadata.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
                     report.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
-                    _append(metrics_file, {"step": step, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
+                    append_metrics(metrics_file, {"step": step, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
                     ctx.log(f"[train] step {step}: val accuracy {val['accuracy']:.3f} | val loss {val['loss']:.4f} "
                             f"({val['images']} images)")
                 bundle = save_bundle(
@@ -160,7 +161,7 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
                 ctx.log(f"[train] saved {bundle}")
             ctx.report(report, bundle)
     if ctx.is_main and metrics_file.is_file():
-        plot_curves(metrics_file, run_dir / "loss.png")
+        plot_metrics(metrics_file, run_dir / "loss.png", "cross-entropy")
     if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
@@ -181,11 +182,6 @@ def evaluate(network: nn.Module, batches, device: torch.device, amp=None) -> dic
     return {"loss": loss_sum / max(n, 1), "accuracy": hits / n if n else float("nan"), "images": n}
 
 
-def _append(path: Path, row: dict) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
 def _val_batches(val_m: Manifest, decoder: ImageDecoder, tc):
     """A function returning a fresh iterator over the val split's (images, labels) batches: decoded once into (CPU)
     memory when it fits in ``train.preload_max_gb``, else read from the files at every evaluation."""
@@ -204,33 +200,3 @@ def _val_batches(val_m: Manifest, decoder: ImageDecoder, tc):
             yield images, labels
 
     return from_files
-
-
-def plot_curves(metrics_file: Path, out: Path) -> None:
-    """Training cross-entropy and val accuracy against step, from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if "loss" in r]
-    val = [r for r in rows if "val_accuracy" in r]
-    if not train:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train cross-entropy")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
-    ax.grid(alpha=0.3)
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in val], [r["val_accuracy"] for r in val], "o-", color="C1", label="val accuracy")
-        ax2.set_ylabel("val accuracy")
-        ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left")
-    ax.set_title(metrics_file.parent.name)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)

@@ -50,6 +50,12 @@ def bundle_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def step_of(name: str) -> int:
+    """The step in a bundle folder name (``step_0000300`` -> 300); -1 for any other name."""
+    digits = name.removeprefix("step_")
+    return int(digits) if name.startswith("step_") and digits.isdigit() else -1
+
+
 def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage; contiguous CPU clones are safe and small for our models
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
@@ -138,6 +144,21 @@ def list_bundles(checkpoints_dir: Path) -> list[Path]:
         return []
     found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / METADATA_FILE).is_file()]
     return sorted(found, key=lambda p: p.name)
+
+
+def resumable_bundle(path: Path) -> bool:
+    """Whether ``path`` is a whole bundle a run can resume from: metadata readable, weights matching their recorded
+    SHA-256 and a complete ``train_state/`` (a copy interrupted by a crash fails one of these)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    state = path / TRAIN_STATE_DIR
+    if not all(f.is_file() for f in (path / MODEL_FILE, state / "model_raw.safetensors",
+                                     state / "optimizer.safetensors", state / "state.json")):
+        return False
+    return meta.get("weights_sha256") == file_sha256(path / MODEL_FILE)
 
 
 def resolve_bundle(path: str | Path) -> Path:

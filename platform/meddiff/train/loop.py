@@ -8,7 +8,6 @@ Re-running with the same ``output_dir/name`` resumes from the newest bundle (sam
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -27,6 +26,7 @@ from meddiff.progress import Progress
 from meddiff.train.batches import step_generator, training_batches
 from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
+from meddiff.train.metrics_log import append_metrics, plot_metrics
 from safetensors.torch import load_file
 
 
@@ -116,9 +116,9 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
             window.clear()
             progress.update(step - progress.done, extra=f"loss {mean_loss:.4f} | lr {lr:.2e}", force=True)
             if ctx.is_main:
-                with metrics_file.open("a") as fh:
-                    fh.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
-                                         "elapsed_s": round(time.monotonic() - t_start, 2)}) + "\n")
+                append_metrics(metrics_file, {"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
+                                              "elapsed_s": round(time.monotonic() - t_start, 2),
+                                              "resumed_from_step": start})
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             bundle = None
             if ctx.is_main:
@@ -132,29 +132,7 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
                 ctx.log(f"[train] saved {bundle}")
             ctx.report({"step": step, "loss": last_loss}, bundle)
     if ctx.is_main and metrics_file.is_file():
-        plot_loss(metrics_file, run_dir / "loss.png")
+        plot_metrics(metrics_file, run_dir / "loss.png", "weighted v-loss")
     if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
-
-
-def plot_loss(metrics_file: Path, out: Path) -> None:
-    """Training loss against step, from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-    ax.set_xlabel("step")
-    ax.set_ylabel("weighted v-loss")
-    ax.set_yscale("log")
-    ax.set_title(metrics_file.parent.name)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)

@@ -19,6 +19,7 @@ import torch
 
 from meddiff.config import ExperimentConfig, config_from_json, to_dict
 from meddiff.errors import CheckpointError, MeddiffError
+from meddiff.train.checkpoint import list_bundles, resumable_bundle, step_of
 from meddiff.train.context import LocalContext
 
 
@@ -48,9 +49,22 @@ class RayTrainContext(LocalContext):
         return self._scratch  # bundles are written here, then persisted by ray.train.report
 
     def resume_bundle(self, run_dir: Path) -> Path | None:
+        """Ray's latest registered checkpoint, or a newer whole bundle persisted in the run folder: when a worker dies
+        while the group reports a checkpoint, Ray may have written it to storage without registering it, and the
+        restarted group would otherwise start again from the older one (or from scratch)."""
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
+        ray_step = -1
+        if checkpoint is not None:
+            ray_step = step_of(Path(checkpoint.path).name)
+        newer = [b for b in list_bundles(run_dir) if step_of(b.name) > ray_step and resumable_bundle(b)]
+        if newer:
+            if self.is_main:
+                self.log(f"[train] Ray Train's latest registered checkpoint is "
+                         f"{Path(checkpoint.path).name if checkpoint else 'none'}; resuming from the newer persisted "
+                         f"bundle {newer[-1].name}")
+            return newer[-1]
         if checkpoint is None:
             return None
         return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="meddiff-resume-")))

@@ -41,11 +41,12 @@ from meddiff.methods.dcube.model import KIND, load_frozen_diffusion, metadata_fi
 from meddiff.methods.dcube.options import DCubeOptions, frozen_checkpoint_path, parse_options
 from meddiff.methods.dcube.selection import describe, ks_subset, layer_gaussianity, select_layers
 from meddiff.progress import Progress
-from meddiff.train.baseline_loop import evaluate, plot_curves
+from meddiff.train.baseline_loop import evaluate
 from meddiff.train.batches import bytes_needed, sample_batch, step_generator
 from meddiff.train.checkpoint import load_train_state, save_bundle
 from meddiff.train.context import LocalContext
 from meddiff.train.loop import lr_at
+from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 FLIP_STREAM = 2  # step_generator streams: 1 = batch indices, 2 = flip coins (as the baseline's augmentation),
 DROPOUT_STREAM = 3  # 3 = the head's dropout
@@ -252,8 +253,9 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
                                                                                                 f"lr {lr:.2e}"])
             progress.update(step - progress.done, extra=extra, force=True)
             if ctx.is_main:
-                _append(metrics_file, {"step": step, **means, "accuracy": acc, "lr": lr, "grad_norm": float(grad_norm),
-                                       "elapsed_s": round(time.monotonic() - t_start, 2)})
+                append_metrics(metrics_file, {"step": step, **means, "accuracy": acc, "lr": lr, "grad_norm": float(grad_norm),
+                                       "elapsed_s": round(time.monotonic() - t_start, 2),
+                                       "resumed_from_step": start})
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             bundle = None
             report = {"step": step, "loss": loss.item()}
@@ -264,7 +266,7 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
                     head.train()  # evaluate() switched it to eval mode when it is the inference model
                     metadata.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
                     report.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
-                    _append(metrics_file, {"step": step, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
+                    append_metrics(metrics_file, {"step": step, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
                     log(f"[train] step {step}: val accuracy {val['accuracy']:.3f} | val loss {val['loss']:.4f} "
                         f"({val['images']} images)")
                 metadata.update(train_seconds=round(time.monotonic() - t_start + feature_seconds, 1))
@@ -277,7 +279,7 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
                 log(f"[train] saved {bundle}")
             ctx.report(report, bundle)
     if ctx.is_main and metrics_file.is_file():
-        plot_curves(metrics_file, run_dir / "loss.png")
+        plot_metrics(metrics_file, run_dir / "loss.png", "cross-entropy")
     if last_bundle is None and ctx.is_main:
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
@@ -314,11 +316,6 @@ def _stack(features: dict[str, torch.Tensor], layers: list[str]) -> torch.Tensor
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
-
-
-def _append(path: Path, row: dict) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 def _check_resumable(bundle: Path, cfg: ExperimentConfig, metadata: dict) -> None:
