@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from meddiff.config import STOPPING_RULES
 from meddiff.errors import MeddiffError
 
 
@@ -103,7 +104,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         run_benchmark(args.checkpoint, args.out, n_images=args.images, n_draws=args.n_draws,
                       batch_size=args.batch_size, deltas=tuple(args.deltas), chunk=args.chunk,
-                      ray_actors=tuple(args.ray_actors), ray_n_draws=args.ray_n_draws)
+                      ray_actors=tuple(args.ray_actors), ray_n_draws=args.ray_n_draws,
+                      ray_images=args.ray_images)
     print(Path(args.out, "bench.md").read_text())
     return 0
 
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--rule", choices=["vote", "average"], help="rule that fills the pred column (both are always stored)")
     p.add_argument("--limit", type=int, help="score only the first N images")
-    p.add_argument("--stopping", choices=["none", "exact", "wilson", "hoeffding"],
+    p.add_argument("--stopping", choices=STOPPING_RULES,
                    help="early exit: exact (same predictions as the full vote) or a sequential test at risk --delta")
     p.add_argument("--delta", type=float, help="risk of the sequential stopping rule (default 0.01)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a score value, e.g. score.t_max=0.8")
@@ -260,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deltas", type=float, nargs="*", default=[0.05, 0.01], help="risks of the sequential rule")
     p.add_argument("--ray-actors", type=int, nargs="*", default=[1, 2], help="Ray pool sizes to compare (none: skip)")
     p.add_argument("--ray-n-draws", type=int, default=51, help="N for the Ray vs in-process comparison")
+    p.add_argument("--ray-images", type=int, default=0,
+                   help="images for the Ray comparison (0: the same as --images); a longer job amortises actor start-up")
     p.add_argument("--scale", action="store_true", help="instead: Ray throughput and driver memory, 1k vs 10k images")
     p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
     p.set_defaults(func=cmd_bench)

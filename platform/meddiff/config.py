@@ -24,6 +24,9 @@ import yaml
 
 from meddiff.errors import ConfigError
 
+# score.stopping values; the rules themselves live in meddiff.diffusion.stopping
+STOPPING_RULES = ("none", "exact", "wilson", "hoeffding", "mixture")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -147,7 +150,7 @@ class ScoreConfig:
     limit: score only the first ``limit`` images of the split (0 = all).
     batch_size: images in flight in the continuous-batching engine (slots refilled as images stop).
     stopping: ``none`` (all N draws), ``exact`` (stop when the vote leader cannot be caught: identical predictions),
-        ``wilson`` or ``hoeffding`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
+        ``wilson``, ``hoeffding`` or ``mixture`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
     chunk_draws: draws added per image between stopping checks.
     max_batch: denoiser inputs per forward pass (0: 256 on CPU, 2048 on GPU).
     channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).
@@ -176,8 +179,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _check(self.shard_size > 0, "score.shard_size", "a positive integer", self.shard_size)
-        _check(self.stopping in ("none", "exact", "wilson", "hoeffding"), "score.stopping",
-               "'none', 'exact', 'wilson' or 'hoeffding'", self.stopping)
+        _check(self.stopping in STOPPING_RULES, "score.stopping", f"one of {STOPPING_RULES}", self.stopping)
         _check(0.0 < self.delta < 1.0, "score.delta", "a risk in (0, 1)", self.delta)
         _check(self.chunk_draws > 0, "score.chunk_draws", "a positive integer", self.chunk_draws)
         _check(self.n_draws > 0, "score.n_draws", "a positive integer", self.n_draws)

@@ -23,10 +23,10 @@ def test_reference_loop_equals_class_batched_engine(tiny_checkpoint):
 
 
 def test_small_benchmark_run(tiny_checkpoint, tmp_path):
-    out = run_benchmark(tiny_checkpoint, tmp_path, n_images=12, n_draws=21, batch_size=4, deltas=(0.05,), chunk=3,
+    out = run_benchmark(tiny_checkpoint, tmp_path, n_images=12, n_draws=21, batch_size=4, deltas=(0.05,), chunk=3, replay_chunks=(1, 3),
                         ray_actors=(), log=lambda _line: None)
     names = [v["name"] for v in out["variants"]]
-    assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01"]
+    assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01", "mixture@0.05"]
     v = {x["name"]: x for x in out["variants"]}
     assert v["reference"]["nfe_per_image"] == v["engine"]["nfe_per_image"] == 42
     assert v["engine"]["agreement"] == 1.0 and v["exact"]["agreement"] == 1.0
@@ -35,3 +35,9 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["ratios"]["exact NFE reduction vs N"] >= 1.0
     assert "| reference |" in (tmp_path / "bench.md").read_text()
+    # the replay of a rule at the measured chunk reproduces the measured variant's NFE and agreement
+    replay = {(r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"]}
+    for name, key in [("exact", ("exact", None, 3)), ("wilson@0.05", ("wilson", 0.05, 3)),
+                      ("mixture@0.05", ("mixture", 0.05, 3))]:
+        assert replay[key]["nfe_per_image"] == v[name]["nfe_per_image"]
+        assert replay[key]["agreement"] == v[name]["agreement"]

@@ -6,6 +6,8 @@ Variants (all on the same images and noise):
   exact          + exact early exit (identical predictions to the full vote, proven in tests)
   wilson@delta   + sequential early exit (Wilson bound, union bound over looks) at each delta
   hoeffding@0.01 + anytime-valid Hoeffding early exit, for comparison
+  mixture@delta  + anytime-valid mixture SPRT early exit at each delta
+  replay         every rule x delta x chunk replayed over the reference's errors (NFE and agreement, no timing)
   ray            Ray Data scoring with 1 and 2 actors (one thread each) against the in-process engine with one thread
 Reported per variant: images/s, mean denoiser evaluations (NFE) per image, agreement with the reference's full-N vote,
 accuracy, peak resident memory of the process while it ran, and an MFU estimate: achieved FLOP/s (model FLOPs per
@@ -36,6 +38,7 @@ from meddiff.diffusion.model import load_diffusion_model
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
 from meddiff.bench.reference import reference_errors
+from meddiff.bench.replay import replay_stopping
 from meddiff.progress import Progress
 
 
@@ -136,8 +139,10 @@ def run_benchmark(
     batch_size: int = 32,
     deltas: tuple[float, ...] = (0.05, 0.01),
     chunk: int = 8,
+    replay_chunks: tuple[int, ...] = (1, 2, 4, 8, 16),
     ray_actors: tuple[int, ...] = (1, 2),
     ray_n_draws: int = 51,
+    ray_images: int = 0,
     split: str = "test",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -187,13 +192,16 @@ def run_benchmark(
             errs.append(reference_errors(model.denoiser, x[i : i + batch_size], seeds[i : i + batch_size], n_draws, spec))
             progress.update(len(errs[-1]))
         seconds = time.perf_counter() - t0
-    ref = summarize(torch.cat(errs).cpu()).pred_vote.numpy()
+    ref_errors = torch.cat(errs).cpu()
+    ref = summarize(ref_errors).pred_vote.numpy()
     record("reference", seconds, np.full(len(ids), n_draws * model.num_classes), ref, ref, mem,
            f"per draw, per class, one forward over {batch_size} images; fp32")
+    replay = replay_table(ref_errors, ref, y, deltas, replay_chunks)
 
     # 2-5. the engine: fixed N, exact early exit, sequential early exit
     runs = [("engine", "none", 0.01), ("exact", "exact", 0.01)]
     runs += [(f"wilson@{d}", "wilson", d) for d in deltas] + [("hoeffding@0.01", "hoeffding", 0.01)]
+    runs += [(f"mixture@{d}", "mixture", d) for d in deltas]
     for name, rule, delta in runs:
         stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=chunk, slots=batch_size)
         with PeakMemory() as mem:
@@ -215,14 +223,34 @@ def run_benchmark(
     result: dict[str, Any] = {
         "machine": machine(), "checkpoint": str(checkpoint), "model_id": model.model_id, "images": len(ids),
         "n_draws": n_draws, "flops_per_forward": flops, "matmul_peak_flops": peak,
-        "variants": [asdict(v) for v in variants],
+        "variants": [asdict(v) for v in variants], "replay": replay,
     }
     if ray_actors:
-        sub = Manifest(frame=frame, class_names=manifest.class_names, name=manifest.name)
+        # a longer job than the variants' by default: actor start-up is a fixed cost a cohort-scale job amortises
+        ray_frame = frame if not ray_images else _stratified(manifest.frame, min(ray_images, len(manifest)))
+        sub = Manifest(frame=ray_frame, class_names=manifest.class_names, name=manifest.name)
         result["ray"] = ray_comparison(checkpoint, sub, model.metadata, ray_n_draws, ray_actors, batch_size, log)
     result["ratios"] = ratios(result)
     write_outputs(result, out_dir)
     return result
+
+
+def replay_table(errors: torch.Tensor, ref: np.ndarray, y: np.ndarray, deltas: tuple[float, ...],
+                 chunks: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Every stopping rule x risk x chunk size replayed over the reference's full-N errors (no denoiser call): mean draws,
+    NFE reduction, agreement with the full vote and accuracy, on the same images and noise as the measured variants."""
+    n, c = errors.shape[2], errors.shape[1]
+    rows = []
+    for rule in ("exact", "wilson", "hoeffding", "mixture"):
+        for delta in (deltas if rule != "exact" else deltas[:1]):
+            for chunk in chunks:
+                used, pred = replay_stopping(errors, rule, delta, chunk)
+                rows.append({"rule": rule, "delta": None if rule == "exact" else delta, "chunk": chunk,
+                             "nfe_per_image": round(float((used * c).double().mean()), 1),
+                             "nfe_reduction": round(n / float(used.double().mean()), 2),
+                             "agreement": round(float((pred.numpy() == ref).mean()), 4),
+                             "accuracy": round(float((pred.numpy() == y).mean()), 4)})
+    return rows
 
 
 def ray_comparison(checkpoint, manifest: Manifest, bundle_meta: dict, n_draws: int, actors: tuple[int, ...],
@@ -235,7 +263,7 @@ def ray_comparison(checkpoint, manifest: Manifest, bundle_meta: dict, n_draws: i
     from meddiff.scoring.predictor import load_predictor
     from meddiff.scoring.ray_pipeline import score_with_ray
 
-    cfg = ScoreConfig(n_draws=n_draws, batch_size=batch_size, shard_size=max(8, len(manifest) // 8), store_draws=False)
+    cfg = ScoreConfig(n_draws=n_draws, batch_size=batch_size, shard_size=max(8, len(manifest) // 16), store_draws=False)
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -319,6 +347,14 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> None:
         for v in result["variants"]:
             lines.append(f"| {v['name']} | {v['images_per_s']:.3f} | {v['nfe_per_image']:.1f} | {v['agreement']:.3f} | "
                          f"{v['accuracy']:.3f} | {v['peak_rss_mb']:.0f} | {v['achieved_gflops']:.1f} | {v['mfu']:.3f} |")
+        lines.append("")
+    if result.get("replay"):
+        lines += ["Stopping rules replayed over the reference's full-N errors (same images and noise, no denoiser call):",
+                  "", "| rule | delta | chunk | NFE / image | NFE reduction | agreement | accuracy |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['rule']} | {r['delta'] if r['delta'] is not None else '-'} | {r['chunk']} | "
+                  f"{r['nfe_per_image']:.1f} | {r['nfe_reduction']:.2f} | {r['agreement']:.3f} | {r['accuracy']:.3f} |"
+                  for r in result["replay"]]
         lines.append("")
     if result.get("ray"):
         lines += ["| Ray comparison | images/s | seconds |", "|---|---:|---:|"]

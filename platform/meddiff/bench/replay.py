@@ -1,0 +1,37 @@
+"""Replay a stopping rule over stored per-draw errors: which draw each image would have stopped at, and its vote then.
+
+The streaming engine (``diffusion.streaming``) looks after every ``chunk`` draws of an image and asks
+``stopping.should_stop``; here the same looks run over the full-N errors [B, C, N] the reference loop already computed,
+so every rule, risk and chunk size can be compared on the same images and noise without another denoiser call. The
+result is identical to what the engine returns for the same rule and chunk (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from meddiff.diffusion.engine import vote_prediction
+from meddiff.diffusion.stopping import should_stop
+
+
+def replay_stopping(errors: torch.Tensor, rule: str, delta: float = 0.01, chunk: int = 8
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, C, N] per-draw errors -> (draws used [B], majority-vote prediction from those draws [B])."""
+    b, c, n = errors.shape
+    winners = torch.nn.functional.one_hot(errors.argmin(dim=1), c).cumsum(dim=1)  # [B, N, C] votes after 1..N draws
+    error_sums = errors.cumsum(dim=2)  # [B, C, N]
+    used = torch.full((b,), n, dtype=torch.long)
+    open_ = torch.ones(b, dtype=torch.bool)
+    for drawn in list(range(chunk, n, chunk)) + [n]:
+        votes = winners[:, drawn - 1]
+        stop = should_stop(votes, torch.full((b,), drawn), n, rule, delta, chunk) & open_
+        used[stop] = drawn
+        open_ &= ~stop
+        if not open_.any():
+            break
+    idx = torch.arange(b)
+    votes = winners[idx, used - 1]
+    mean_error = error_sums[idx, :, used - 1] / used[:, None]
+    return used, vote_prediction(votes, mean_error)
+
+
