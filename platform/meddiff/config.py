@@ -25,7 +25,7 @@ import yaml
 from meddiff.errors import ConfigError
 
 # score.stopping values; the rules themselves live in meddiff.diffusion.stopping
-STOPPING_RULES = ("none", "exact", "wilson", "hoeffding", "mixture")
+STOPPING_RULES = ("none", "exact", "wilson", "wilson_per_look", "hoeffding", "mixture")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class ScoreConfig:
     limit: score only the first ``limit`` images of the split (0 = all).
     batch_size: images in flight in the continuous-batching engine (slots refilled as images stop).
     stopping: ``none`` (all N draws), ``exact`` (stop when the vote leader cannot be caught: identical predictions),
-        ``wilson``, ``hoeffding`` or ``mixture`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
+        ``wilson``, ``wilson_per_look``, ``hoeffding`` or ``mixture`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
     chunk_draws: draws added per image between stopping checks.
     max_batch: denoiser inputs per forward pass (0: 256 on CPU, 2048 on GPU).
     channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).

@@ -26,7 +26,8 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     out = run_benchmark(tiny_checkpoint, tmp_path, n_images=12, n_draws=21, batch_size=4, deltas=(0.05,), chunk=3, replay_chunks=(1, 3),
                         ray_actors=(), log=lambda _line: None)
     names = [v["name"] for v in out["variants"]]
-    assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01", "mixture@0.05"]
+    assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01", "mixture@0.05",
+                     "wilson_per_look@0.05"]
     v = {x["name"]: x for x in out["variants"]}
     assert v["reference"]["nfe_per_image"] == v["engine"]["nfe_per_image"] == 42
     assert v["engine"]["agreement"] == 1.0 and v["exact"]["agreement"] == 1.0

@@ -7,6 +7,7 @@ Variants (all on the same images and noise):
   wilson@delta   + sequential early exit (Wilson bound, union bound over looks) at each delta
   hoeffding@0.01 + anytime-valid Hoeffding early exit, for comparison
   mixture@delta  + anytime-valid mixture SPRT early exit at each delta
+  wilson_per_look@delta + the Wilson test at delta at every look, uncorrected (its delta does not hold over looks)
   replay         every rule x delta x chunk replayed over the reference's errors (NFE and agreement, no timing)
   ray            Ray Data scoring with 1 and 2 actors (one thread each) against the in-process engine with one thread
 Reported per variant: images/s, mean denoiser evaluations (NFE) per image, agreement with the reference's full-N vote,
@@ -202,6 +203,7 @@ def run_benchmark(
     runs = [("engine", "none", 0.01), ("exact", "exact", 0.01)]
     runs += [(f"wilson@{d}", "wilson", d) for d in deltas] + [("hoeffding@0.01", "hoeffding", 0.01)]
     runs += [(f"mixture@{d}", "mixture", d) for d in deltas]
+    runs += [(f"wilson_per_look@{d}", "wilson_per_look", d) for d in deltas]
     for name, rule, delta in runs:
         stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=chunk, slots=batch_size)
         with PeakMemory() as mem:
@@ -241,7 +243,7 @@ def replay_table(errors: torch.Tensor, ref: np.ndarray, y: np.ndarray, deltas: t
     NFE reduction, agreement with the full vote and accuracy, on the same images and noise as the measured variants."""
     n, c = errors.shape[2], errors.shape[1]
     rows = []
-    for rule in ("exact", "wilson", "hoeffding", "mixture"):
+    for rule in ("exact", "wilson", "wilson_per_look", "hoeffding", "mixture"):
         for delta in (deltas if rule != "exact" else deltas[:1]):
             for chunk in chunks:
                 used, pred = replay_stopping(errors, rule, delta, chunk)
