@@ -143,8 +143,7 @@ def test_mixture_ratio_matches_its_integral():
 def test_mixture_guarantee_holds_under_looks_after_every_draw():
     """Class 0 at share 1/2, the hardest case of "class 0 is not ahead", looked at after every one of 501 draws: the
     mixture rule stops on class 0 at most delta of the time (Ville's inequality); the Wilson test at delta per look
-    (``wilson_per_look``) stops on it many times more often; ``wilson`` (union bound over looks) stays within delta."""
-
+    (``wilson_per_look``) stops on it many times more often."""
     gen = torch.Generator().manual_seed(0)
     delta, runs, n = 0.05, 3000, 501
     wins = (torch.rand(runs, n, generator=gen) < 0.5).long().cumsum(1)  # class-0 votes after 1..n draws

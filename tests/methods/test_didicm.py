@@ -186,7 +186,7 @@ def test_cli_train_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsys):
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     assert main(["train", "--config", PRESET, *args]) == 0
     out = capsys.readouterr().out
-    assert "K = 8 steps" in out and "step_0000003" in out and "val_accuracy" in out
+    assert "K = 8 steps" in out and "step_0000003" in out and "val accuracy" in out
     res = tmp_path / "res"
     assert main(["score", "--checkpoint", str(tmp_path / "dd"), "--out", str(res), "--limit", "24"]) == 0
     df = read_results(res)

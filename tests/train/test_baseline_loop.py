@@ -46,6 +46,11 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     assert meta["kind"] == "baseline" and meta["model"]["name"] == "resnet18" and meta["model_id"].startswith("resnet18-")
     assert meta["class_names"] == ["normal", "pneumonia"] and meta["image_size"] == 28 and meta["channels"] == 1
     assert meta["config"]["method"] == "baseline" and meta["data_fingerprint"] and meta["val_images"] == 270
+    # the parameter count recorded at training time is the architecture's (the report reads it from here)
+    from meddiff.report.runs import parameter_count_m
+
+    rebuilt = parameter_count_m({k: v for k, v in meta.items() if k != "parameters"})
+    assert meta["parameters"] > 10**5 and rebuilt == meta["parameters"] / 1e6
     assert 0.0 <= meta["val_accuracy"] <= 1.0 and meta["val_loss"] > 0
     assert (bundle / "train_state" / "optimizer.safetensors").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -116,5 +121,5 @@ def test_wrong_method_and_unknown_kind_are_explicit(tmp_path):
         train_baseline(load_config("demo-phantom"))
     bundle = save_bundle(tmp_path, 1, nn.Linear(2, 2), {"kind": "mystery", "model": {"name": "x", "params": {}},
                                                         "class_names": ["a", "b"], "image_size": 8, "channels": 1})
-    with pytest.raises(CheckpointError, match="kind 'mystery' has no predictor; known kinds are \[.*'baseline'.*'diffusion'"):
+    with pytest.raises(CheckpointError, match=r"kind 'mystery' has no predictor; known kinds are \[.*'baseline'.*'diffusion'"):
         load_predictor(bundle, load_config(PRESET).score)

@@ -1,5 +1,5 @@
-"""The training loop shared by the method modules (Mediffusion, DiDiCM): the structure of ``meddiff.train.loop`` and
-``meddiff.train.baseline_loop`` with the method-specific part (what one step computes) passed in as a function.
+"""The training loop shared by the paper's diffusion classifier (``meddiff.train.loop``) and the method modules (SD,
+Mediffusion, DiDiCM), with the method-specific part (what one step computes) passed in as a function.
 
     setup = setup_run(cfg, context, kind)          # threads, device, manifest, decoder, data fingerprint, run folders
     bundle = run_loop(setup, network, step_fn, metadata, validate=..., ema=...)
@@ -23,25 +23,30 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.data import DataLoader
 
 from meddiff.config import ExperimentConfig, save_config, to_dict
-from meddiff.data import ImageDecoder, Manifest, build_manifest
+from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.progress import Progress
-from meddiff.train.batches import training_batches
+from meddiff.train.batches import bytes_needed, decode_split, training_batches
 from meddiff.train.checkpoint import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
-from meddiff.train.loop import lr_at
 from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, Any]]
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up to base_lr over ``warmup`` steps, then constant (as in the paper)."""
+    return base_lr * min(1.0, step / warmup) if warmup > 0 else base_lr
 
 
 @dataclass
@@ -96,12 +101,25 @@ def resume_fields(cfg: ExperimentConfig) -> tuple:
             cfg.train.augment)
 
 
-def val_batches(setup: RunSetup) -> Callable[[], Any]:
-    """A function returning a fresh iterator of the val split's (images, labels) batches (decoded once into memory
-    when they fit in ``train.preload_max_gb``); the baseline loop's helper, shared rather than copied."""
-    from meddiff.train.baseline_loop import _val_batches
+def val_batches(setup: RunSetup) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """A function returning a fresh iterator over the val split's (images, labels) batches: decoded once into (CPU)
+    memory when it fits in ``train.preload_max_gb``, else read from the files at every evaluation."""
+    val_m, decoder, tc = setup.val_m, setup.decoder, setup.cfg.train
+    if bytes_needed(len(val_m), decoder) <= tc.preload_max_gb * 2**30:
+        images, labels = decode_split(val_m, decoder, label="[train] decoding val")
 
-    return _val_batches(setup.val_m, setup.decoder, setup.cfg.train)
+        def from_memory() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for i in range(0, len(labels), tc.batch_size):
+                yield images[i:i + tc.batch_size], labels[i:i + tc.batch_size]
+
+        return from_memory
+
+    def from_files() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(ManifestDataset(val_m, decoder), batch_size=tc.batch_size, num_workers=tc.num_workers)
+        for images, labels, _index in loader:
+            yield images, labels
+
+    return from_files
 
 
 @torch.no_grad()
@@ -124,6 +142,7 @@ def run_loop(
     metadata: dict[str, Any],
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     ema: EMA | None = None,
+    loss_label: str = "training loss",
 ) -> Path | None:
     """Train ``network`` (already on ``setup.device``) for ``train.steps`` steps; returns the newest bundle on rank 0.
 
@@ -154,14 +173,14 @@ def run_loop(
     net = ctx.wrap_model(network)
     batches = training_batches(setup.train_m, setup.decoder, tc, ctx, start, device)
 
+    n_params = sum(p.numel() for p in network.parameters())
     if ctx.is_main:
         setup.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, setup.run_dir / "config.json")
-        n_params = sum(p.numel() for p in network.parameters())
         ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input [{cfg.data.channels}, "
                 f"{cfg.data.image_size}, {cfg.data.image_size}], {tc.steps} steps of batch {tc.batch_size} x "
                 f"{ctx.world_size} worker(s)")
-    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg),
+    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg), parameters=n_params,
                     train_images=len(setup.train_m), val_images=len(setup.val_m))
     metrics_file = setup.run_dir / "metrics.jsonl"
     progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,
@@ -209,7 +228,7 @@ def run_loop(
                     metadata.update(val)
                     report.update(val)
                     append_metrics(metrics_file, {"step": step, **val})
-                    ctx.log(f"[train] step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                    ctx.log(f"[train] step {step}: " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in val.items()))
                 state = {"step": step}
                 if ema is not None:
                     state["ema"] = ema.state()
@@ -220,7 +239,7 @@ def run_loop(
                 ctx.log(f"[train] saved {bundle}")
             ctx.report(report, bundle)
     if ctx.is_main and metrics_file.is_file():
-        plot_metrics(metrics_file, setup.run_dir / "loss.png")
+        plot_metrics(metrics_file, setup.run_dir / "loss.png", loss_label)
     if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle

@@ -157,7 +157,10 @@ def backbone_name(model: dict[str, Any]) -> str:
 
 
 def parameter_count_m(checkpoint_meta: dict[str, Any]) -> float | None:
-    """Millions of parameters, from the architecture in the checkpoint metadata (built on the meta device: no memory)."""
+    """Millions of parameters: recorded at training time (``parameters``, every method since it was added), else
+    rebuilt from the architecture in the checkpoint metadata (on the meta device: no memory)."""
+    if isinstance(checkpoint_meta.get("parameters"), int):
+        return checkpoint_meta["parameters"] / 1e6
     try:
         import torch
 

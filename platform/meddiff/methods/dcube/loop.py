@@ -45,7 +45,7 @@ from meddiff.train.baseline_loop import evaluate
 from meddiff.train.batches import bytes_needed, sample_batch, step_generator
 from meddiff.train.checkpoint import load_train_state, save_bundle
 from meddiff.train.context import LocalContext
-from meddiff.train.loop import lr_at
+from meddiff.methods.training import lr_at
 from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 FLIP_STREAM = 2  # step_generator streams: 1 = batch indices, 2 = flip coins (as the baseline's augmentation),
@@ -151,6 +151,8 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
         }),
         data_fingerprint=fingerprint, config=to_dict(cfg), train_images=len(train_m), val_images=len(val_m),
         feature_seconds=round(feature_seconds, 1),
+        # the classifier: the frozen denoiser it reads features from, plus the head
+        parameters=sum(p.numel() for m in (diffusion.denoiser, head) for p in m.parameters()),
     )
 
     start = 0
