@@ -114,5 +114,16 @@ def no_runs_message(root: R.ResultsRoot, scope: Path) -> None:
             f"`runs/<preset>/results/test`).")
 
 
+def runs_or_stop() -> tuple[R.ResultsRoot, Path, list[R.RunInfo]]:
+    """(root, browsed folder, its results sets) for a page that needs runs; with none, says how to make one and stops
+    the page."""
+    root, scope = context()
+    infos = runs(root, scope)
+    if not infos:
+        no_runs_message(root, scope)
+        st.stop()
+    return root, scope, infos
+
+
 def fmt(value, digits: int = 3) -> str:
     return "–" if value is None or value != value else f"{value + 0.0:.{digits}f}"  # + 0.0: no "-0.000"

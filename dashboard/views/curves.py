@@ -14,11 +14,7 @@ import meddiff_ui as ui
 from meddiff import results_io as R
 
 st.title("Accuracy vs uncertainty threshold")
-root, scope = ui.context()
-infos = ui.runs(root, scope)
-if not infos:
-    ui.no_runs_message(root, scope)
-    st.stop()
+root, scope, infos = ui.runs_or_stop()
 
 by_name = {i.name: i for i in infos}
 chosen = st.multiselect("Runs to overlay", list(by_name), default=list(by_name)[:4], key="curve_runs",

@@ -16,11 +16,7 @@ MAX_OPTIONS = 1000
 CLASS_COLOUR = alt.Color("class:N", scale=alt.Scale(scheme="tableau10"))  # distinct hues, same class = same colour
 
 st.title("Image explorer")
-root, scope = ui.context()
-infos = ui.runs(root, scope)
-if not infos:
-    ui.no_runs_message(root, scope)
-    st.stop()
+root, scope, infos = ui.runs_or_stop()
 
 by_name = {i.name: i for i in infos}
 names = list(by_name)

@@ -6,11 +6,7 @@ import meddiff_ui as ui
 from meddiff import results_io as R
 
 st.title("Runs overview")
-root, scope = ui.context()
-infos = ui.runs(root, scope)
-if not infos:
-    ui.no_runs_message(root, scope)
-    st.stop()
+root, scope, infos = ui.runs_or_stop()
 
 c1, c2, c3 = st.columns(3)
 pick = lambda col, label, attr: col.multiselect(label, sorted({getattr(i, attr) for i in infos}),
