@@ -38,7 +38,7 @@ from meddiff.diffusion.noise import draw_seed, image_seed
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.methods import didicm_process as P
 from meddiff.methods.didicm_net import DiDiRN, DiDiRNConfig
-from meddiff.methods.training import evaluate_probs, run_loop, setup_run, val_batches
+from meddiff.methods.training import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.baseline_model import BaselineModel
 from meddiff.scoring.predictor import BaselinePredictor
 from meddiff.train.augment import PAPER_AUGMENTATION
@@ -207,8 +207,7 @@ def train_didicm(cfg: ExperimentConfig, context: LocalContext | None = None) -> 
     options = parse_options(cfg.method_options)
     setup = setup_run(cfg, context, KIND)
     tc, ctx, device = cfg.train, setup.ctx, setup.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    with seeded_init(tc.seed):
         model = build_didicm_model(cfg.model, options, setup.manifest.class_names, cfg.data.image_size,
                                    cfg.data.channels)
     network = model.network.to(device)

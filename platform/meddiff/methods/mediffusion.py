@@ -43,7 +43,7 @@ from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma, sched
 from meddiff.diffusion.vparam import diffuse, v_target
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.methods.mediffusion_net import JointUNet
-from meddiff.methods.training import evaluate_probs, run_loop, setup_run, val_batches
+from meddiff.methods.training import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.baseline_model import BaselineModel
 from meddiff.models.registry import model_settings
 from meddiff.scoring.predictor import BaselinePredictor
@@ -223,9 +223,7 @@ def train_mediffusion(cfg: ExperimentConfig, context: LocalContext | None = None
     options = parse_options(cfg.method_options)
     setup = setup_run(cfg, context, KIND)
     tc, ctx, device = cfg.train, setup.ctx, setup.device
-    # the same initial weights on every rank and in every run of this seed, without touching the global RNG stream
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    with seeded_init(tc.seed):
         model = build_mediffusion_model(cfg.model, cfg.diffusion, options, setup.manifest.class_names,
                                         cfg.data.image_size, cfg.data.channels)
     network = model.denoiser.to(device)

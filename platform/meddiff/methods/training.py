@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,6 +42,15 @@ from meddiff.train.context import LocalContext
 from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, Any]]
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build networks inside this block: the same initial weights on every rank and in every run of ``seed`` (a run's
+    results then depend only on its config), without touching the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def lr_at(step: int, base_lr: float, warmup: int) -> float:

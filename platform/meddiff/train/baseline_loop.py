@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddiff.config import ExperimentConfig
-from meddiff.methods.training import lr_at, run_loop, setup_run, val_batches
+from meddiff.methods.training import lr_at, run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.baseline_model import KIND, build_baseline_model
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import step_generator
@@ -37,9 +37,7 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
     """Train (or resume) the baseline run ``cfg.output_dir/cfg.name``; returns the final bundle's path."""
     setup = setup_run(cfg, context, KIND)
     tc, device, rank = cfg.train, setup.device, setup.ctx.rank
-    # the same initial weights on every rank and in every run of this seed, without touching the global RNG stream
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    with seeded_init(tc.seed):
         model = build_baseline_model(cfg.model, setup.manifest.class_names, cfg.data.image_size, cfg.data.channels)
     network = model.network.to(device)
     if device.type == "cuda":

@@ -17,7 +17,7 @@ from meddiff.config import ExperimentConfig
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.loss import diffusion_loss
 from meddiff.diffusion.model import build_diffusion_model
-from meddiff.methods.training import lr_at, run_loop, setup_run
+from meddiff.methods.training import lr_at, run_loop, seeded_init, setup_run
 from meddiff.train.batches import step_generator
 from meddiff.train.context import LocalContext
 
@@ -28,8 +28,9 @@ def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) 
     """Train (or resume) the run ``cfg.output_dir/cfg.name``; returns the final bundle's path."""
     setup = setup_run(cfg, context, "diffusion")
     tc, device, rank = cfg.train, setup.device, setup.ctx.rank
-    model = build_diffusion_model(cfg.model, cfg.diffusion, setup.manifest.class_names, cfg.data.image_size,
-                                  cfg.data.channels)
+    with seeded_init(tc.seed):
+        model = build_diffusion_model(cfg.model, cfg.diffusion, setup.manifest.class_names, cfg.data.image_size,
+                                      cfg.data.channels)
     denoiser = model.denoiser.to(device)
     if device.type == "cuda":
         denoiser = denoiser.to(memory_format=torch.channels_last)

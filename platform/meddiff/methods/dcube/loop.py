@@ -45,7 +45,7 @@ from meddiff.train.baseline_loop import evaluate
 from meddiff.train.batches import bytes_needed, sample_batch, step_generator
 from meddiff.train.checkpoint import load_train_state, save_bundle
 from meddiff.train.context import LocalContext
-from meddiff.methods.training import lr_at
+from meddiff.methods.training import lr_at, seeded_init
 from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 FLIP_STREAM = 2  # step_generator streams: 1 = batch indices, 2 = flip coins (as the baseline's augmentation),
@@ -133,8 +133,7 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
     val_batches = _batches(_stack(val_f.features, selected), val_f.labels, tc.batch_size) if val_f else None
 
     # 4. the head
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    with seeded_init(tc.seed):
         head = DCubeHead(selected, [dims[n] for n in selected], diffusion.num_classes, opts.hidden, opts.dropout)
     head.set_standardisation(_stack(train_f.features, selected))
     head.to(device)
