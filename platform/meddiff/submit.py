@@ -16,10 +16,26 @@ from meddiff.errors import MeddiffError
 
 EXCLUDES = [".venv", ".git", "runs", "results", "outputs", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_PATIENCE_S = 120.0
 
 
 class JobFailed(MeddiffError):
     """A submitted job ended in FAILED or STOPPED."""
+
+
+def _submit_when_agent_ready(client, entrypoint: str, runtime_env: dict, log: Callable[[str], None],
+                             patience_s: float = AGENT_PATIENCE_S) -> str:
+    """``client.submit_job``, retried while the head's job agent is still starting: right after ``ray start`` the
+    dashboard answers before its agent does, and Ray refuses the job with "No available agent"."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log("[submit] the cluster's job agent is not ready yet; retrying")
+            time.sleep(2.0)
 
 
 def submit(
@@ -41,7 +57,7 @@ def submit(
         "excludes": EXCLUDES,
         "env_vars": {"PYTHONPATH": "platform", "RAY_AUTH_MODE": "disabled"},
     }
-    job_id = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env)
+    job_id = _submit_when_agent_ready(client, shlex.join(entrypoint), runtime_env, log)
     log(f"[submit] job {job_id} submitted to {address}: {shlex.join(entrypoint)}")
     if not wait:
         return job_id, str(client.get_job_status(job_id))
