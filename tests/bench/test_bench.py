@@ -27,7 +27,7 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
                         ray_actors=(), log=lambda _line: None)
     names = [v["name"] for v in out["variants"]]
     assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01", "mixture@0.05",
-                     "wilson_per_look@0.05"]
+                     "mixture@0.05 every draw", "wilson_per_look@0.05"]
     v = {x["name"]: x for x in out["variants"]}
     assert v["reference"]["nfe_per_image"] == v["engine"]["nfe_per_image"] == 42
     assert v["engine"]["agreement"] == 1.0 and v["exact"]["agreement"] == 1.0
@@ -39,6 +39,6 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     # the replay of a rule at the measured chunk reproduces the measured variant's NFE and agreement
     replay = {(r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"]}
     for name, key in [("exact", ("exact", None, 3)), ("wilson@0.05", ("wilson", 0.05, 3)),
-                      ("mixture@0.05", ("mixture", 0.05, 3))]:
+                      ("mixture@0.05", ("mixture", 0.05, 3)), ("mixture@0.05 every draw", ("mixture", 0.05, 1))]:
         assert replay[key]["nfe_per_image"] == v[name]["nfe_per_image"]
         assert replay[key]["agreement"] == v[name]["agreement"]
