@@ -87,3 +87,15 @@ def test_killed_scoring_job_rerun_completes_without_rescoring(ray_local, tiny_ch
     assert all(after[p] == t for p, t in done_before.items()), "finished shards were scored again"
     df = read_results(out)
     assert len(df) == 64 and df[S.IMAGE_ID].is_unique and (df[S.STATUS] == "ok").all()
+
+
+def test_scale_run_reports_start_up_and_steady_throughput(ray_local, tmp_path):
+    from meddiff.bench.run import run_scale
+
+    out = run_scale(tmp_path, sizes=(500, 1000), actors=2, log=lambda _line: None)
+    rows = out["scale"]
+    assert [r["images"] for r in rows] == [500, 1000]
+    for r in rows:  # the first shard marks the end of start-up; the rest of the job is the steady rate
+        assert 0 < r["start_up_s"] < r["seconds"] and r["steady_images_per_s"] > 0 and r["driver_peak_rss_mb"] > 0
+    md = (tmp_path / "bench.md").read_text()
+    assert "images/s after start-up" in md and "MFLOP" not in md  # no model line for the scale run

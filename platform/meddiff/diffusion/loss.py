@@ -11,6 +11,8 @@ For one image x with class c (DESIGN.md section 1):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -27,6 +29,27 @@ def min_snr_weight(logsnr: torch.Tensor, gamma: float) -> torch.Tensor:
     """min(SNR, gamma) / (SNR + 1) for the v-loss; [B] -> [B]."""
     snr = torch.exp(logsnr)
     return torch.clamp(snr, max=gamma) / (snr + 1.0)
+
+
+class NoisyBatch(NamedTuple):
+    """One training draw per image: t, eps, lambda(t), alpha, sigma and z = alpha x + sigma eps ([B] or [B, C, H, W])."""
+
+    t: torch.Tensor
+    eps: torch.Tensor
+    logsnr: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
+    z: torch.Tensor
+
+
+def noise_batch(x: torch.Tensor, schedule: ShiftedCosineSchedule, generator: torch.Generator | None,
+                t_max: float = 1.0) -> NoisyBatch:
+    """t ~ U(0, t_max) then eps ~ N(0, I) per image, from ``generator`` in that order, and the noised batch."""
+    t = torch.rand(x.shape[0], generator=generator, device=x.device) * t_max
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    logsnr = schedule.logsnr(t)
+    alpha, sigma = alpha_sigma(logsnr)
+    return NoisyBatch(t, eps, logsnr, alpha, sigma, diffuse(x, eps, alpha, sigma))
 
 
 def drop_labels(labels: torch.Tensor, p_uncond: float, num_classes: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -54,12 +77,7 @@ def diffusion_loss(
         cfg: a DiffusionConfig (time_input, loss_weight, min_snr_gamma, cfg_dropout).
         generator: seeds t, eps and the label dropout (on x's device).
     """
-    b = x.shape[0]
-    t = torch.rand(b, generator=generator, device=x.device)
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    logsnr = schedule.logsnr(t)
-    alpha, sigma = alpha_sigma(logsnr)
-    z = diffuse(x, eps, alpha, sigma)
+    t, eps, logsnr, alpha, sigma, z = noise_batch(x, schedule, generator)
     cond = drop_labels(labels, cfg.cfg_dropout, num_classes, generator)
     v_hat = denoiser(z, time_input(logsnr, t, cfg.time_input), cond)
     per_sample = (v_hat.float() - v_target(x, eps, alpha, sigma).float()).pow(2).flatten(1).mean(1)

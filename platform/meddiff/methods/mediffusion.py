@@ -37,10 +37,10 @@ from torch import nn
 from meddiff.config import DiffusionConfig, ExperimentConfig, ModelConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
 from meddiff.diffusion.ema import EMA
-from meddiff.diffusion.loss import min_snr_weight, time_input
+from meddiff.diffusion.loss import min_snr_weight, noise_batch, time_input
 from meddiff.diffusion.model import DiffusionModel
-from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma, schedule_from_config
-from meddiff.diffusion.vparam import diffuse, v_target
+from meddiff.diffusion.schedule import ShiftedCosineSchedule, schedule_from_config
+from meddiff.diffusion.vparam import v_target
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.methods.mediffusion_net import JointUNet
 from meddiff.methods.training import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
@@ -186,21 +186,12 @@ def joint_loss(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, schedule: 
         generator: seeds t, eps (denoising) and t, eps (head input), on x's device.
     Returns: {"loss", "loss_diffusion", "loss_ce", "accuracy" (labelled images of the batch), "labelled" (their count)}.
     """
-    b = x.shape[0]
     # 2. the diffusion loss on every image (meddiff.diffusion.loss, without class dropout: the UNet is unconditional)
-    t = torch.rand(b, generator=generator, device=x.device)
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    logsnr = schedule.logsnr(t)
-    alpha, sigma = alpha_sigma(logsnr)
-    z = diffuse(x, eps, alpha, sigma)
+    t, eps, logsnr, alpha, sigma, z = noise_batch(x, schedule, generator)
     # 3. the labelled images at a light noise level t_c ~ U(0, classifier_t_max)
     lab = labels >= 0
     xl, yl = x[lab], labels[lab]
-    t_c = torch.rand(xl.shape[0], generator=generator, device=x.device) * options.classifier_t_max
-    eps_c = torch.randn(xl.shape, generator=generator, device=x.device, dtype=x.dtype)
-    logsnr_c = schedule.logsnr(t_c)
-    alpha_c, sigma_c = alpha_sigma(logsnr_c)
-    z_c = diffuse(xl, eps_c, alpha_c, sigma_c)
+    t_c, _, logsnr_c, _, _, z_c = noise_batch(xl, schedule, generator, options.classifier_t_max)
     v_hat, logits = net(z, time_input(logsnr, t, diffusion.time_input), None,
                         cls_z=z_c, cls_time=time_input(logsnr_c, t_c, diffusion.time_input))
     per_sample = (v_hat.float() - v_target(x, eps, alpha, sigma).float()).pow(2).flatten(1).mean(1)

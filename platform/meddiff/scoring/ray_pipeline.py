@@ -110,11 +110,17 @@ def score_with_ray(
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     scored = errors = shards = 0
     actors: set[int] = set()
+    first: tuple[float, int] | None = None  # (time, rows) when the first shard came back: start-up is over
     for stats in rows:
         scored += int(stats["rows"])
         errors += int(stats["errors"])
         shards += 1
         actors.add(int(stats["actor_pid"]))
         progress.update(int(stats["rows"]), extra=f"{shards}/{len(pending)} shards")
-    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0, "shards": shards,
-            "actors_used": len(actors)}
+        if first is None:
+            first = (time.monotonic(), scored)
+    end = time.monotonic()
+    steady = (scored - first[1]) / (end - first[0]) if first and end > first[0] and scored > first[1] else None
+    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": end - t0, "shards": shards,
+            "actors_used": len(actors), "first_shard_s": first[0] - t0 if first else None,
+            "steady_images_per_s": steady}
