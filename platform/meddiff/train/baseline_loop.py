@@ -22,13 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddiff.config import ExperimentConfig
-from meddiff.methods.training import lr_at, run_loop, seeded_init, setup_run, val_batches
+from meddiff.methods.training import run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.baseline_model import KIND, build_baseline_model
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import step_generator
 from meddiff.train.context import LocalContext
-
-__all__ = ["lr_at", "train_baseline", "evaluate"]
 
 AUGMENT_STREAM = 2  # step_generator streams: 0 = noise (diffusion), 1 = batch indices, 2 = augmentation parameters
 
@@ -52,7 +50,8 @@ def train_baseline(cfg: ExperimentConfig, context: LocalContext | None = None) -
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         logits = net(x)
-        return {"loss": F.cross_entropy(logits.float(), y), "acc": float((logits.argmax(dim=1) == y).float().mean())}
+        # a tensor: run_loop reads it with the loss, no extra device sync here
+        return {"loss": F.cross_entropy(logits.float(), y), "acc": (logits.argmax(dim=1) == y).float().mean().detach()}
 
     validate = _validator(setup) if setup.ctx.is_main and len(setup.val_m) else None
     return run_loop(setup, network, step, model.metadata_fields(), validate=validate, loss_label="cross-entropy")

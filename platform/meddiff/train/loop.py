@@ -17,11 +17,9 @@ from meddiff.config import ExperimentConfig
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.loss import diffusion_loss
 from meddiff.diffusion.model import build_diffusion_model
-from meddiff.methods.training import lr_at, run_loop, seeded_init, setup_run
+from meddiff.methods.training import run_loop, seeded_init, setup_run
 from meddiff.train.batches import step_generator
 from meddiff.train.context import LocalContext
-
-__all__ = ["lr_at", "train_diffusion"]
 
 
 def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) -> Path:
