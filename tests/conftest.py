@@ -52,3 +52,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     })
     return train_diffusion(cfg)
 
+
+
+@pytest.fixture
+def deterministic_torch():
+    """Deterministic kernels where torch has them (restored afterwards). Threads are set by each test's config."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)

@@ -202,6 +202,9 @@ class RayConfig:
     actors / cpus_per_actor / gpus_per_actor: the scoring actor pool (each actor loads the checkpoint once).
     threads_per_actor: torch threads in a CPU actor (0: cpus_per_actor rounded, at least 1).
     actor_resources: custom Ray resources each actor needs (e.g. to pin actors to a node group).
+    actor_start_timeout_s: how long a scoring or explain pool waits for all ``actors`` to be up (each holding its loaded
+        model) before the first shard is handed out; a cluster that cannot start them in time (too few free CPUs/GPUs,
+        an autoscaler that does not deliver) is an error that names the request, not a silently smaller pool.
     """
 
     address: str = ""
@@ -215,10 +218,13 @@ class RayConfig:
     gpus_per_actor: float = 1.0
     threads_per_actor: int = 0
     actor_resources: Mapping[str, float] = field(default_factory=dict)
+    actor_start_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 0, "ray.num_workers", "a non-negative integer", self.num_workers)
         _check(self.actors >= 1, "ray.actors", "a positive integer", self.actors)
+        _check(self.actor_start_timeout_s >= 1, "ray.actor_start_timeout_s", "at least 1 second",
+               self.actor_start_timeout_s)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ import os
 from typing import Iterator
 
 
+_local_cluster_started = False  # this process started a local embedded cluster: its resources are all it will have
+
+
 def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = True) -> bool:
     """Initialise Ray once per process; returns True when this call started it (the caller should shut it down).
 
@@ -31,7 +34,16 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = Tru
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
+    global _local_cluster_started
+    _local_cluster_started = "address" not in kwargs
     return True
+
+
+def is_fixed_local_cluster() -> bool:
+    """True while Ray runs as the local embedded cluster this process started (no autoscaler can add nodes)."""
+    import ray
+
+    return _local_cluster_started and ray.is_initialized()
 
 
 @contextlib.contextmanager
@@ -39,12 +51,14 @@ def ray_session(address: str = "", num_cpus: int | None = None) -> Iterator[None
     """Ray for the duration of a block; a cluster started here is stopped at the end, an existing one is left alone."""
     import ray
 
+    global _local_cluster_started
     started = ensure_ray(address, num_cpus)
     try:
         yield
     finally:
         if started:
             ray.shutdown()
+            _local_cluster_started = False
 
 
 def cluster_has_gpus() -> bool:

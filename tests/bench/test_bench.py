@@ -6,6 +6,7 @@ import json
 import torch
 
 from meddiff.bench.reference import reference_errors
+from meddiff.bench.replay import near_tied_draws
 from meddiff.bench.run import run_benchmark
 from meddiff.diffusion.engine import EngineSpec, draw_errors
 from meddiff.diffusion.model import load_diffusion_model
@@ -22,6 +23,12 @@ def test_reference_loop_equals_class_batched_engine(tiny_checkpoint):
     assert torch.allclose(ref, eng, rtol=1e-4, atol=1e-6)
 
 
+def test_near_tied_draws_are_counted_per_image():
+    # image 0: draws with gaps 1e-5 (tied), 2 and 1 relative to the larger; image 1: an exact tie and a clear draw
+    errors = torch.tensor([[[1.0, 1.0, 2.0], [1.00001, 3.0, 1.0]], [[0.5, 0.1, 0.0], [0.5, 0.2, 0.0]]])
+    assert near_tied_draws(errors).tolist() == [1, 2]  # the (0, 0) draw is a tie of two zero errors
+
+
 def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     out = run_benchmark(tiny_checkpoint, tmp_path, n_images=12, n_draws=21, batch_size=4, deltas=(0.05,), chunk=3, replay_chunks=(1, 3),
                         ray_actors=(), log=lambda _line: None)
@@ -30,7 +37,10 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
                      "mixture@0.05 every draw", "wilson_per_look@0.05"]
     v = {x["name"]: x for x in out["variants"]}
     assert v["reference"]["nfe_per_image"] == v["engine"]["nfe_per_image"] == 42
-    assert v["engine"]["agreement"] == 1.0 and v["exact"]["agreement"] == 1.0
+    # the same draws in other batch shapes: only images with near-tied draws may differ (bench.replay.NEAR_TIE)
+    tied = out["near_tied_images"]
+    assert 0 <= tied <= out["near_tied_draws"]
+    assert v["engine"]["agreement"] >= 1 - tied / 12 and v["exact"]["agreement"] >= 1 - tied / 12
     assert v["exact"]["nfe_per_image"] <= 42 and v["wilson@0.05"]["nfe_per_image"] <= v["exact"]["nfe_per_image"]
     assert all(x["mfu"] > 0 and x["peak_rss_mb"] > 0 for x in out["variants"])
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -38,7 +48,9 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     assert "| reference |" in (tmp_path / "bench.md").read_text()
     # the replay of a rule at the measured chunk reproduces the measured variant's NFE and agreement
     replay = {(r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"]}
+    # (exactly, unless a near-tied draw voted the other way in the measured run: then within what its images can move)
     for name, key in [("exact", ("exact", None, 3)), ("wilson@0.05", ("wilson", 0.05, 3)),
                       ("mixture@0.05", ("mixture", 0.05, 3)), ("mixture@0.05 every draw", ("mixture", 0.05, 1))]:
-        assert replay[key]["nfe_per_image"] == v[name]["nfe_per_image"]
-        assert replay[key]["agreement"] == v[name]["agreement"]
+        assert abs(replay[key]["nfe_per_image"] - v[name]["nfe_per_image"]) <= tied * 42 / 12 + 0.05, name
+        assert abs(replay[key]["agreement"] - v[name]["agreement"]) <= tied / 12 + 1e-4, name
+    assert "near-tied draws" in (tmp_path / "bench.md").read_text()

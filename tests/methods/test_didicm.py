@@ -43,11 +43,16 @@ def tiny_cfg(out, name, **overrides):
 
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):
-    """A tiny DiDiRN trained on 12 phantoms (no augmentation) until it is confident about every one of them."""
+    """A tiny DiDiRN trained on 12 phantoms (no augmentation) until it is confident about every one of them.
+
+    160 steps at lr 1e-3: over 44 seeds the last logged loss was at most 0.025 of the first (asserted < 0.3), every
+    phantom was right in both inference modes and the modes' probabilities differed by at most 0.075 (asserted
+    < 0.2). The earlier 80 steps at 3e-3 failed these for 2 of 8 seeds, so they held only by the luck of one
+    trajectory, which another torch build or thread count does not reproduce."""
     out = tmp_path_factory.mktemp("didicm")
     cfg = tiny_cfg(out, "overfit", data=PHANTOMS, **{
-        "train.steps": 80, "train.lr": 3e-3, "train.augment": False, "train.log_every": 10,
-        "train.checkpoint_every": 80, "method_options": {"steps": 4, "chains": 16}})
+        "train.steps": 160, "train.lr": 1e-3, "train.augment": False, "train.log_every": 10,
+        "train.checkpoint_every": 160, "method_options": {"steps": 4, "chains": 16}})
     torch.set_num_threads(1)
     return cfg, train_didicm(cfg)
 

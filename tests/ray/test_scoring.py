@@ -1,6 +1,5 @@
 """Ray Data scoring on a real local cluster: same rows as in-process scoring, exactly once, resumable."""
 
-import pandas as pd
 import pytest
 
 from meddiff.config import RayConfig, ScoreConfig, config_from_json
@@ -8,6 +7,7 @@ from meddiff.scoring import schema as S
 from meddiff.scoring.local import score_checkpoint
 from meddiff.scoring.results import read_meta, read_results
 from meddiff.train.checkpoint import read_bundle
+from tests.agreement import assert_same_scores
 
 pytestmark = pytest.mark.ray
 
@@ -19,29 +19,75 @@ def _data(checkpoint):
     return config_from_json(read_bundle(checkpoint).metadata["config"]).data
 
 
-def _key(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values(S.IMAGE_ID).reset_index(drop=True)
-
-
 def test_ray_scoring_equals_in_process_and_is_exactly_once(ray_local, tiny_checkpoint, tmp_path):
     local = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "local")
     on_ray = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "ray", ray_cfg=ACTORS)
     assert on_ray["scored"] == local["scored"] == 48 and on_ray["shards"] == 6
-    assert on_ray["actors_used"] == 2  # the pool really spreads the shards (one input block per shard)
-    a, b = _key(read_results(tmp_path / "local")), _key(read_results(tmp_path / "ray"))
-    assert b[S.IMAGE_ID].is_unique and len(b) == 48
-    assert a[S.IMAGE_ID].tolist() == b[S.IMAGE_ID].tolist()
-    assert a[S.PRED_VOTE].tolist() == b[S.PRED_VOTE].tolist()
-    assert a[S.VOTES].map(list).tolist() == b[S.VOTES].map(list).tolist()
-    for ea, eb in zip(a[S.MEAN_ERROR], b[S.MEAN_ERROR]):
-        assert list(ea) == pytest.approx(list(eb), rel=1e-5)
+    assert on_ray["actors_used"] == 2  # shards are handed out once both actors are up (see the next test)
+    local_df, ray_df = read_results(tmp_path / "local"), read_results(tmp_path / "ray")
+    assert ray_df[S.IMAGE_ID].is_unique and len(ray_df) == 48 and (ray_df[S.STATUS] == "ok").all()
+    # the same draws, scored in other processes with other thread counts (tests/agreement.py)
+    assert_same_scores(local_df, ray_df)
     assert read_meta(tmp_path / "ray")["model_id"] == read_bundle(tiny_checkpoint).model_id
     # one actor gives the same rows as two
     one = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "one",
                            ray_cfg=RayConfig(actors=1, threads_per_actor=2))
-    assert one["scored"] == 48
-    c = _key(read_results(tmp_path / "one"))
-    assert c[S.PRED_VOTE].tolist() == b[S.PRED_VOTE].tolist() and c[S.UNCERTAINTY].tolist() == b[S.UNCERTAINTY].tolist()
+    assert one["scored"] == 48 and one["actors_used"] == 1
+    assert_same_scores(ray_df, read_results(tmp_path / "one"))
+
+
+def test_pool_hands_out_shards_only_once_every_actor_is_up(ray_local, tmp_path):
+    """One actor is ready at once, the other takes seconds to load its model and every shard takes milliseconds: a
+    pool that handed out shards to the first ready actor would score them all there (Ray Data's default)."""
+    import os
+    import time
+
+    import numpy as np
+
+    from meddiff.scoring.ray_pipeline import shard_pool_rows
+
+    class SlowSecondActor:  # defined here so that Ray ships it by value
+        def __init__(self, marker: str, num_threads: int) -> None:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                time.sleep(4.0)  # the second actor "loads its model" slowly
+
+        def __call__(self, batch):
+            time.sleep(0.02)
+            return {"shard": batch["shard"], "actor_pid": np.full(len(batch["shard"]), os.getpid())}
+
+    rows = list(shard_pool_rows(SlowSecondActor, {"marker": str(tmp_path / "first")}, list(range(8)),
+                                RayConfig(actors=2, cpus_per_actor=1.0, threads_per_actor=1)))
+    assert sorted(int(r["shard"]) for r in rows) == list(range(8))
+    assert len({int(r["actor_pid"]) for r in rows}) == 2
+
+
+def test_a_pool_the_cluster_cannot_start_is_a_clear_error(ray_local):
+    from meddiff.errors import MeddiffError
+    from meddiff.scoring.ray_pipeline import shard_pool_rows
+
+    class Never:
+        def __init__(self, num_threads: int) -> None:
+            pass
+
+        def __call__(self, batch):
+            return batch
+
+    big = RayConfig(actors=2, cpus_per_actor=3.0, actor_start_timeout_s=3)  # the test cluster has 4 CPUs
+    with pytest.raises(MeddiffError, match=r"pool of 2 actor\(s\) \(3.0 CPU, 0 GPU each\) did not start within "
+                                           r"ray.actor_start_timeout_s = 3 s"):
+        list(shard_pool_rows(Never, {}, [0, 1], big))
+
+
+def test_pool_shortfall_names_what_the_cluster_lacks():
+    from meddiff.scoring.ray_pipeline import pool_shortfall
+
+    cfg = RayConfig(actors=4, cpus_per_actor=2.0, gpus_per_actor=1.0, actor_resources={"a100": 1})
+    assert pool_shortfall(cfg, 1.0, {"CPU": 8.0, "GPU": 4.0, "a100": 4.0}) == ""
+    assert pool_shortfall(cfg, 1.0, {"CPU": 6.0, "GPU": 4.0}) == ("4 x 2 CPU = 8 (the cluster has 6); "
+                                                                   "4 x 1 a100 = 4 (the cluster has 0)")
+    assert pool_shortfall(cfg, 0.0, {"CPU": 8.0, "a100": 4.0}) == ""  # GPUs not asked for
 
 
 def test_interrupted_ray_job_finishes_the_rest(ray_local, tiny_checkpoint, tmp_path):

@@ -94,26 +94,40 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     assert summary["ok"] == 40 and 0 <= summary["accuracy"] <= 1 and "auc" in summary
 
 
-def test_tiny_resnet_overfits_a_handful_of_images(tmp_path):
+def test_tiny_resnet_overfits_a_handful_of_images(tmp_path, deterministic_torch):
+    """32 phantoms, 150 steps. Training is chaotic: another torch build or thread count rounds differently and gives
+    another trajectory, so one run's exact outcome is not a property of the code. The asserted margins come from 104
+    seeds of these settings: the last logged training loss was at most 0.012 (asserted < 0.05) after a first one of
+    at least 0.54 (asserted > 0.3); the eval-mode accuracy through the scoring path was 32/32 for 94 seeds and at
+    least 26/32 for all (asserted >= 24/32; chance is 16/32). It is not always 32/32 because BatchNorm's running
+    statistics, which eval mode uses, lag the batch statistics the training loss sees."""
     overrides = {
         "output_dir": str(tmp_path), "name": "overfit",
-        "data": {"source": "phantom", "params": {"n_per_class": 6}, "image_size": 16, "channels": 1,
+        "data": {"source": "phantom", "params": {"n_per_class": 16}, "image_size": 16, "channels": 1,
                  "split_fractions": [1.0, 0.0, 0.0]},
-        **SMALL, "train.augment": False, "train.steps": 60, "train.lr": 3e-3, "train.warmup_steps": 0,
-        "train.checkpoint_every": 60, "train.log_every": 10, "train.batch_size": 12,
+        **SMALL, "train.augment": False, "train.steps": 150, "train.lr": 5e-4, "train.warmup_steps": 0,
+        "train.checkpoint_every": 150, "train.log_every": 10, "train.batch_size": 32,
     }
     bundle = train_baseline(load_config(PRESET, overrides))
     meta = json.loads((bundle / "metadata.json").read_text())
     assert "val_accuracy" not in meta and meta["val_images"] == 0
     losses = [json.loads(line)["loss"] for line in (tmp_path / "overfit" / "metrics.jsonl").read_text().splitlines()]
-    assert losses[-1] < 0.05 < losses[0]
+    assert len(losses) == 15 and losses[-1] < 0.05 and losses[0] > 0.3
 
     predictor = load_predictor(bundle, load_config(PRESET).score)
     assert isinstance(predictor, BaselinePredictor)
     manifest = build_manifest(load_config(PRESET, overrides).data).select("train")
-    rows = predictor.predict_rows(manifest.frame.to_dict("records"))
+    records = manifest.frame.to_dict("records")
+    rows = predictor.predict_rows(records)
+    assert len(rows) == 32 and all(r[S.STATUS] == "ok" for r in rows)
     # in eval mode (BatchNorm running statistics), through the scoring path
-    assert len(rows) == 12 and all(r[S.STATUS] == "ok" and r[S.PRED] == r[S.LABEL] for r in rows)
+    assert sum(r[S.PRED] == r[S.LABEL] for r in rows) >= 24
+    # the scoring path is the network's own eval-mode softmax on the decoded images
+    network = predictor.model.network.eval()
+    pixels = torch.stack([predictor.decoder.decode_row(r) for r in records])
+    with torch.no_grad():
+        direct = torch.softmax(network(pixels).float(), dim=1)
+    assert torch.allclose(torch.tensor(np.stack([r[S.PROB] for r in rows]), dtype=torch.float32), direct, atol=1e-5)
 
 
 def test_wrong_method_and_unknown_kind_are_explicit(tmp_path):

@@ -56,7 +56,7 @@ def explain_with_ray(checkpoint: str | Path, cfg: ExplainConfig, plan: ShardPlan
         "checkpoint": str(Path(checkpoint).expanduser().resolve()), "explain_cfg": to_dict(cfg),
         "out_dir": str(plan.out_dir.parent), "index_dir": str(plan.out_dir), "shard_size": plan.shard_size,
         "num_rows": plan.num_rows, "ids_sha256": plan.ids_sha256,
-    }, pending, ray_cfg)
+    }, pending, ray_cfg, log)
     progress = Progress(plan.num_rows, "[explain] images", unit="img", every_s=10.0, start=plan.done_rows(), write=log)
     stats = []
     for row in rows:

@@ -12,7 +12,9 @@ Actors restart and shard tasks retry on failure (Ray's defaults), including when
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +23,7 @@ import numpy as np
 
 from meddiff.config import RayConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
+from meddiff.errors import MeddiffError
 from meddiff.progress import Progress
 from meddiff.scoring.results import write_meta
 from meddiff.scoring.shards import ShardPlan, plan_shards, score_shard
@@ -48,33 +51,69 @@ class ShardScorer:
         return out
 
 
+def pool_shortfall(ray_cfg: RayConfig, num_gpus: float, total: dict[str, float]) -> str:
+    """What a pool of ``ray_cfg.actors`` actors needs beyond the cluster's ``total`` resources ("" when it fits).
+    Totals only: an actor also needs its share on one node, which Ray checks when it places it."""
+    need = {"CPU": ray_cfg.cpus_per_actor, "GPU": num_gpus, **dict(ray_cfg.actor_resources)}
+    short = [f"{ray_cfg.actors} x {per:g} {name} = {ray_cfg.actors * per:g} (the cluster has {total.get(name, 0):g})"
+             for name, per in need.items() if per > 0 and ray_cfg.actors * per > total.get(name, 0) + 1e-9]
+    return "; ".join(short)
+
+
 def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending: list[int],
-                    ray_cfg: RayConfig) -> Iterator[dict[str, Any]]:
+                    ray_cfg: RayConfig, log: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
     """Run ``actor_cls`` (constructed once per actor with ``constructor_kwargs`` plus ``num_threads``, called with
     batches of one shard id) on a pool of ``ray_cfg.actors`` Ray Data actors; yields each shard's stats row.
 
-    The input is one block per pending shard (``from_items``; a one-file ``read_parquet`` would give a single block
-    and leave all but one actor idle), so every actor of the pool gets work.
+    Every actor of the pool gets work: the input is one block per pending shard (``from_items``; a one-file
+    ``read_parquet`` would give a single block), and no shard is handed out before all ``ray_cfg.actors`` actors are up
+    with their model loaded (Ray Data's ``wait_for_min_actors_s``; by default it starts handing out shards to the first
+    ready actor, which can then score a small job alone while the others still load). Ray Data then gives each shard
+    to the least busy actor. A pool larger than the local embedded cluster this process started is refused at once;
+    on a cluster it joined (an autoscaler may add nodes) a pool that cannot start within
+    ``ray_cfg.actor_start_timeout_s`` raises ``MeddiffError`` naming the resources it asked for.
     """
     import ray
 
-    from meddiff.raycluster import cluster_has_gpus
+    from meddiff.raycluster import cluster_has_gpus, is_fixed_local_cluster
 
     use_gpu = cluster_has_gpus() if ray_cfg.use_gpu is None else ray_cfg.use_gpu
     threads = 0 if use_gpu else (ray_cfg.threads_per_actor or max(1, int(ray_cfg.cpus_per_actor)))
+    num_gpus = ray_cfg.gpus_per_actor if use_gpu else 0
+    short = pool_shortfall(ray_cfg, num_gpus, ray.cluster_resources())
+    if short and is_fixed_local_cluster():
+        raise MeddiffError(f"the actor pool needs {short} on this machine's local Ray cluster: lower --actors or "
+                           f"ray.cpus_per_actor / ray.gpus_per_actor, or join a larger cluster with --address")
+    if short:
+        (log or (lambda line: print(line, file=sys.stderr, flush=True)))(f"[ray] the pool needs {short} now; waiting up to ray.actor_start_timeout_s = "
+            f"{ray_cfg.actor_start_timeout_s:g} s for the cluster to provide it")
+    context = ray.data.DataContext.get_current()
     # meddiff prints its own progress (images/s, ETA); Ray Data's operator progress lines would bury it
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_items([{"shard": int(k)} for k in pending], override_num_blocks=len(pending))
-    ds = ds.map_batches(
-        actor_cls,
-        fn_constructor_kwargs={**constructor_kwargs, "num_threads": threads},
-        compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
-        batch_size=1,
-        num_cpus=ray_cfg.cpus_per_actor,
-        num_gpus=ray_cfg.gpus_per_actor if use_gpu else 0,
-        resources=dict(ray_cfg.actor_resources) or None,
-    )
-    yield from ds.iter_rows()
+    context.enable_progress_bars = False
+    saved_wait = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = max(1, math.ceil(ray_cfg.actor_start_timeout_s))
+    try:  # a Dataset copies the current DataContext when it is created
+        ds = ray.data.from_items([{"shard": int(k)} for k in pending], override_num_blocks=len(pending))
+        ds = ds.map_batches(
+            actor_cls,
+            fn_constructor_kwargs={**constructor_kwargs, "num_threads": threads},
+            compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
+            batch_size=1,
+            num_cpus=ray_cfg.cpus_per_actor,
+            num_gpus=num_gpus,
+            resources=dict(ray_cfg.actor_resources) or None,
+        )
+    finally:
+        context.wait_for_min_actors_s = saved_wait
+    try:
+        yield from ds.iter_rows()
+    except ray.exceptions.GetTimeoutError as exc:
+        raise MeddiffError(
+            f"the pool of {ray_cfg.actors} actor(s) ({ray_cfg.cpus_per_actor} CPU, {num_gpus} GPU"
+            f"{', ' + str(dict(ray_cfg.actor_resources)) if ray_cfg.actor_resources else ''} each) did not start within "
+            f"ray.actor_start_timeout_s = {ray_cfg.actor_start_timeout_s:g} s; the cluster has "
+            f"{ray.cluster_resources()} in all and {ray.available_resources()} free. Lower --actors or the per-actor "
+            f"resources, add nodes, or raise ray.actor_start_timeout_s") from exc
 
 
 def score_with_ray(
@@ -106,7 +145,7 @@ def score_with_ray(
     rows = shard_pool_rows(ShardScorer, {
         "checkpoint": str(Path(checkpoint).expanduser().resolve()), "score_cfg": to_dict(cfg), "out_dir": str(out_dir),
         "shard_size": plan.shard_size, "num_rows": plan.num_rows, "ids_sha256": plan.ids_sha256,
-    }, pending, ray_cfg)
+    }, pending, ray_cfg, log)
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     scored = errors = shards = 0
     actors: set[int] = set()
