@@ -25,7 +25,8 @@ fi
 stamp=.venv/.meddiff-installed
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "setup: installing meddiff and its dependencies into .venv (torch 2.14.1 comes from local disk, ~3 min)"
+  echo "setup: installing meddiff and its dependencies into .venv (a local CPU wheel of torch: ~2 GB, ~90 s; the" \
+       "registry's CUDA build of torch: ~7 GB, 2-4 min)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
