@@ -121,7 +121,7 @@ def test_killed_scoring_job_rerun_completes_without_rescoring(ray_local, tiny_ch
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(out.glob("shard-*.parquet"))) < 2 and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {p: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
