@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Forward process, parameterisation and loss (DESIGN.md section 1).
+    """Forward process, parameterisation and loss (Favero et al. 2025, section 2 and Appendix B; ``meddiff.diffusion``).
 
     logsnr_min/max: range of the unshifted cosine schedule's log-SNR (paper: -15, 15).
     shift_base: the "base" of the shifted cosine schedule (simple diffusion: 64).
@@ -137,7 +137,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How the diffusion classifier scores an image (DESIGN.md section 1, steps 1-4).
+    """How the diffusion classifier scores an image (Favero et al. 2025, section 2.2; ``meddiff.diffusion.engine``).
 
     n_draws: number of (eps, t) pairs per image, shared by every class (paper 501, official code 51; odd avoids binary ties).
     t_min/t_max: the draws' t is uniform on [t_min, t_max] (the official code: [0, 1]).
@@ -229,7 +229,7 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    """Counterfactual explanations of scored images (``meddiff explain``; DESIGN.md section 1, paper section 4.3).
+    """Counterfactual explanations of scored images (``meddiff explain``; Favero et al. 2025, section 4.3).
 
     t_start: how far each image is noised before it is denoised under every class (paper: 0.5 chest X-ray, 0.3 skin).
     steps: ancestral sampling steps from t_start to 0 (paper figures: 256; the authors' script: 50).

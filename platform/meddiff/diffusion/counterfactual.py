@@ -1,6 +1,6 @@
 """Counterfactual explanations: noise an image part-way, then denoise it under each class with classifier-free guidance.
 
-Favero et al. 2025, section 4.3 and Appendix F (DESIGN.md section 1). For an image x (pixels in [-1, 1]) and a target
+Favero et al. 2025 (arXiv 2502.03687), section 4.3 and Appendix F. For an image x (pixels in [-1, 1]) and a target
 class c:
   1. Noise x to t_start (paper: 0.5 chest X-ray, 0.3 skin) in model space (the Haar DWT when the model uses wavelets):
         z_{t_start} = alpha_{t_start} x + sigma_{t_start} eps,   eps ~ N(0, I) seeded by (seed, image id).
@@ -65,7 +65,7 @@ class CounterfactualResult:
 
 @dataclass(frozen=True)
 class CounterfactualSampler:
-    """The ancestral CFG sampler of DESIGN.md section 1, as a frozen config that is called on a model.
+    """The ancestral CFG sampler of the module docstring, as a frozen config that is called on a model.
 
     Args:
         t_start: how far the input is noised before denoising (0 < t_start <= 1; 0 returns the input).

@@ -1,6 +1,6 @@
 """Diffusion classifier engine (pure torch, no Ray): per-draw errors, majority vote, average error, vote entropy.
 
-Classification of images x over C classes (DESIGN.md section 1):
+Classification of images x over C classes (Favero et al. 2025, arXiv 2502.03687, section 2.2; Li et al. 2023):
   1. Draw N pairs (eps_k, t_k) per image, seeded by (run seed, image id, k); the same pair serves every class.
   2. error[b, c, k] = mean over pixels of (target - prediction(z_{t_k}, t_k, c))^2, where the target is eps (official
      code), x (paper eq. 4) or v. All C classes of a draw go through the denoiser in one batch with the shared z.

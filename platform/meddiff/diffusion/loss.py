@@ -1,6 +1,7 @@
 """Training objective: v-prediction MSE with min-SNR weighting and classifier-free-guidance label dropout.
 
-For one image x with class c (DESIGN.md section 1):
+For one image x with class c (Favero et al. 2025, arXiv 2502.03687, section 2 and Appendix B.1; min-SNR weighting:
+Hang et al. 2023):
   1. t ~ U(0, 1), eps ~ N(0, I); lambda = lambda(t); z = alpha x + sigma eps.
   2. With probability p_uncond the class is replaced by the null class (index num_classes).
   3. v_hat = denoiser(z, time(lambda), c); v = alpha eps - sigma x.

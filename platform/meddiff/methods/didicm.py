@@ -1,5 +1,5 @@
 """DiDiCM-style classifier: a discrete diffusion over the class label conditioned on the image (Belhasin et al.,
-"Advancing Image Classification with Discrete Diffusion Classification Modeling"; DESIGN.md section 2).
+"Advancing Image Classification with Discrete Diffusion Classification Modeling").
 
   1. Forward process: the uniform label kernel of ``didicm_process`` over a K-step chain (``method_options.steps``;
      the paper's uniform rate matrix with the log-linear noise schedule, as its code).

@@ -1,10 +1,10 @@
-"""Mediffusion-style joint diffusion classifier (Mediffusion, arXiv 2411.09434; DESIGN.md section 2).
+"""Mediffusion-style joint diffusion classifier (Mediffusion, arXiv 2411.09434).
 
 One UNet is shared by a denoiser and a classifier (``mediffusion_net.JointUNet``) and trained jointly, semi-supervised:
   1. A seeded, class-stratified ``label_fraction`` of the training images keep their labels (paper: 20 %); the others
      are unlabelled (their label is replaced by -1 in every batch).
-  2. Every image, labelled or not, gets the platform's diffusion loss (DESIGN.md section 1: shifted cosine schedule,
-     v-prediction, min-SNR weight; Haar DWT when ``diffusion.wavelet``), with the UNet unconditional.
+  2. Every image, labelled or not, gets the platform's diffusion loss (``meddiff.diffusion.loss``: shifted cosine
+     schedule, v-prediction, min-SNR weight; Haar DWT when ``diffusion.wavelet``), with the UNet unconditional.
   3. The labelled images of the batch also go through the encoder at a light noise level t ~ U(0, classifier_t_max)
      (z_t = alpha x + sigma eps, fresh eps) and the head's cross-entropy is added with weight ``classifier_weight``:
         loss = L_diffusion + classifier_weight * CE(head(encoder(z_t, t)), y).
