@@ -53,7 +53,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return train_diffusion(cfg)
 
 
-
 @pytest.fixture
 def deterministic_torch():
     """Deterministic kernels where torch has them (restored afterwards). Threads are set by each test's config."""

@@ -7,7 +7,7 @@ import os
 from typing import Iterator
 
 
-_local_cluster_started = False  # this process started a local embedded cluster: its resources are all it will have
+_local_cluster = ""  # GCS address of the local embedded cluster this process started (its resources are all it has)
 
 
 def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = True) -> bool:
@@ -34,8 +34,9 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, quiet: bool = Tru
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
-    global _local_cluster_started
-    _local_cluster_started = "address" not in kwargs
+    if "address" not in kwargs:
+        global _local_cluster
+        _local_cluster = ray.get_runtime_context().gcs_address
     return True
 
 
@@ -43,7 +44,7 @@ def is_fixed_local_cluster() -> bool:
     """True while Ray runs as the local embedded cluster this process started (no autoscaler can add nodes)."""
     import ray
 
-    return _local_cluster_started and ray.is_initialized()
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address == _local_cluster
 
 
 @contextlib.contextmanager
@@ -51,14 +52,12 @@ def ray_session(address: str = "", num_cpus: int | None = None) -> Iterator[None
     """Ray for the duration of a block; a cluster started here is stopped at the end, an existing one is left alone."""
     import ray
 
-    global _local_cluster_started
     started = ensure_ray(address, num_cpus)
     try:
         yield
     finally:
         if started:
             ray.shutdown()
-            _local_cluster_started = False
 
 
 def cluster_has_gpus() -> bool:

@@ -40,7 +40,7 @@ from meddiff.diffusion.model import load_diffusion_model
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
 from meddiff.bench.reference import reference_errors
-from meddiff.bench.replay import near_tied_draws, replay_stopping
+from meddiff.bench.replay import NEAR_TIE, near_tied_draws, replay_stopping
 from meddiff.progress import Progress
 
 
@@ -357,7 +357,7 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> None:
             lines.append(f"| {v['name']} | {v['images_per_s']:.3f} | {v['nfe_per_image']:.1f} | {v['agreement']:.3f} | "
                          f"{v['accuracy']:.3f} | {v['peak_rss_mb']:.0f} | {v['achieved_gflops']:.1f} | {v['mfu']:.3f} |")
         lines += ["", f"Agreement below 1 at fixed N can only come from near-tied draws (two best classes within "
-                      f"1e-4 relative, which float rounding in another batch shape may flip): "
+                      f"{NEAR_TIE:g} relative, which float rounding in another batch shape may flip): "
                       f"{result['near_tied_draws']} such reference draws in {result['near_tied_images']} image(s).", ""]
     if result.get("replay"):
         lines += ["Stopping rules replayed over the reference's full-N errors (same images and noise, no denoiser call):",

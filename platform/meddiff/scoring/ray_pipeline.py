@@ -51,13 +51,18 @@ class ShardScorer:
         return out
 
 
+def actor_request(ray_cfg: RayConfig, num_gpus: float) -> dict[str, float]:
+    """The Ray resources one actor of the pool asks for."""
+    return {"CPU": ray_cfg.cpus_per_actor, "GPU": num_gpus, **dict(ray_cfg.actor_resources)}
+
+
 def pool_shortfall(ray_cfg: RayConfig, num_gpus: float, total: dict[str, float]) -> str:
     """What a pool of ``ray_cfg.actors`` actors needs beyond the cluster's ``total`` resources ("" when it fits).
     Totals only: an actor also needs its share on one node, which Ray checks when it places it."""
-    need = {"CPU": ray_cfg.cpus_per_actor, "GPU": num_gpus, **dict(ray_cfg.actor_resources)}
-    short = [f"{ray_cfg.actors} x {per:g} {name} = {ray_cfg.actors * per:g} (the cluster has {total.get(name, 0):g})"
-             for name, per in need.items() if per > 0 and ray_cfg.actors * per > total.get(name, 0) + 1e-9]
-    return "; ".join(short)
+    n = ray_cfg.actors
+    return "; ".join(f"{n} x {per:g} {name} = {n * per:g} (the cluster has {total.get(name, 0):g})"
+                     for name, per in actor_request(ray_cfg, num_gpus).items()
+                     if per > 0 and n * per > total.get(name, 0) + 1e-9)
 
 
 def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending: list[int],
@@ -85,13 +90,14 @@ def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending
         raise MeddiffError(f"the actor pool needs {short} on this machine's local Ray cluster: lower --actors or "
                            f"ray.cpus_per_actor / ray.gpus_per_actor, or join a larger cluster with --address")
     if short:
-        (log or (lambda line: print(line, file=sys.stderr, flush=True)))(f"[ray] the pool needs {short} now; waiting up to ray.actor_start_timeout_s = "
+        say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        say(f"[ray] the pool needs {short} now; waiting up to ray.actor_start_timeout_s = "
             f"{ray_cfg.actor_start_timeout_s:g} s for the cluster to provide it")
     context = ray.data.DataContext.get_current()
     # meddiff prints its own progress (images/s, ETA); Ray Data's operator progress lines would bury it
     context.enable_progress_bars = False
     saved_wait = context.wait_for_min_actors_s
-    context.wait_for_min_actors_s = max(1, math.ceil(ray_cfg.actor_start_timeout_s))
+    context.wait_for_min_actors_s = math.ceil(ray_cfg.actor_start_timeout_s)
     try:  # a Dataset copies the current DataContext when it is created
         ds = ray.data.from_items([{"shard": int(k)} for k in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(
@@ -108,9 +114,9 @@ def shard_pool_rows(actor_cls: type, constructor_kwargs: dict[str, Any], pending
     try:
         yield from ds.iter_rows()
     except ray.exceptions.GetTimeoutError as exc:
+        each = ", ".join(f"{per} {name}" for name, per in actor_request(ray_cfg, num_gpus).items())
         raise MeddiffError(
-            f"the pool of {ray_cfg.actors} actor(s) ({ray_cfg.cpus_per_actor} CPU, {num_gpus} GPU"
-            f"{', ' + str(dict(ray_cfg.actor_resources)) if ray_cfg.actor_resources else ''} each) did not start within "
+            f"the pool of {ray_cfg.actors} actor(s) ({each} each) did not start within "
             f"ray.actor_start_timeout_s = {ray_cfg.actor_start_timeout_s:g} s; the cluster has "
             f"{ray.cluster_resources()} in all and {ray.available_resources()} free. Lower --actors or the per-actor "
             f"resources, add nodes, or raise ray.actor_start_timeout_s") from exc
