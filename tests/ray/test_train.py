@@ -11,7 +11,7 @@ import pytest
 from meddiff.config import load_config
 from meddiff.diffusion.model import load_diffusion_model
 from meddiff.train import ray_trainer
-from meddiff.train.checkpoint import list_bundles, read_bundle
+from meddiff.train.checkpoint import list_bundles, read_bundle, resumable_bundle
 
 pytestmark = pytest.mark.ray
 
@@ -53,10 +53,13 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, pneumonia_npz, tm
     thread.start()
     run = tmp_path / "fail"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list_bundles(run):
-        time.sleep(0.05)  # act on the first checkpoint at once: a fast machine finishes the run soon after
-    assert list_bundles(run), "no checkpoint was reported before the deadline"
-    first = list_bundles(run)[-1]
+    # act on the first whole checkpoint at once (a fast machine finishes the run soon after); a bundle Ray is still
+    # copying is not resumable, and a group killed then rightly starts again from the last whole one
+    while time.monotonic() < deadline and not any(resumable_bundle(b) for b in list_bundles(run)):
+        time.sleep(0.05)
+    whole = [b for b in list_bundles(run) if resumable_bundle(b)]
+    assert whole, "no checkpoint was persisted before the deadline"
+    first = whole[-1]
     # only this fit's workers: processes of an earlier test's worker group may still be winding down
     workers = [p for p in psutil.process_iter(["pid", "cmdline", "create_time"])
                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= started - 1]

@@ -111,6 +111,15 @@ def test_resumable_bundle_rejects_a_partial_copy(tmp_path):
     (bundle / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # copy cut short
     assert not resumable_bundle(bundle)
     (bundle / "model.safetensors").write_bytes(weights)
+    assert resumable_bundle(bundle)
+    # the CI failure this guards against: the copy stopped inside the optimiser file (Ray copies files in any order)
+    for name in ("optimizer.safetensors", "state.json", "model_raw.safetensors"):
+        part = bundle / "train_state" / name
+        whole = part.read_bytes()
+        part.write_bytes(whole[:4])
+        assert not resumable_bundle(bundle), name
+        part.write_bytes(whole)
+    assert resumable_bundle(bundle)
     (bundle / "train_state" / "optimizer.safetensors").unlink()
     assert not resumable_bundle(bundle)
     assert not resumable_bundle(tmp_path / "missing")

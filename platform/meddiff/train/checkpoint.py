@@ -82,19 +82,22 @@ def save_bundle(
     tmp = checkpoints_dir / f".tmp-{bundle_name(step)}-{time.time_ns()}"
     tmp.mkdir()
     save_file(_state_dict_cpu(inference_model), str(tmp / MODEL_FILE))
-    weights_hash = file_sha256(tmp / MODEL_FILE)
+    if train_state is not None:
+        _save_train_state(tmp / TRAIN_STATE_DIR, **train_state)
+    files = {f.relative_to(tmp).as_posix(): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+    weights_hash = files[MODEL_FILE]
     meta = dict(metadata)
     meta.update(
         format_version=FORMAT_VERSION,
         step=int(step),
         model_id=f"{meta['model']['name']}-{weights_hash[:12]}",
         weights_sha256=weights_hash,
+        files_sha256=files,
         code_version=code_version(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    # metadata last: a bundle whose metadata.json is readable lists the hash of every other file in it
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-    if train_state is not None:
-        _save_train_state(tmp / TRAIN_STATE_DIR, **train_state)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -147,18 +150,27 @@ def list_bundles(checkpoints_dir: Path) -> list[Path]:
 
 
 def resumable_bundle(path: Path) -> bool:
-    """Whether ``path`` is a whole bundle a run can resume from: metadata readable, weights matching their recorded
-    SHA-256 and a complete ``train_state/`` (a copy interrupted by a crash fails one of these)."""
+    """Whether ``path`` is a whole bundle a run can resume from: metadata readable, a complete ``train_state/`` and
+    every file matching the SHA-256 recorded in ``metadata.json`` (a copy interrupted by a crash, which may stop in the
+    middle of any file in any order, fails one of these)."""
     path = Path(path)
     try:
         meta = json.loads((path / METADATA_FILE).read_text())
     except (OSError, ValueError):
         return False
     state = path / TRAIN_STATE_DIR
-    if not all(f.is_file() for f in (path / MODEL_FILE, state / "model_raw.safetensors",
-                                     state / "optimizer.safetensors", state / "state.json")):
+    needed = (MODEL_FILE, f"{TRAIN_STATE_DIR}/model_raw.safetensors", f"{TRAIN_STATE_DIR}/optimizer.safetensors",
+              f"{TRAIN_STATE_DIR}/state.json")
+    if not all((path / name).is_file() for name in needed):
         return False
-    return meta.get("weights_sha256") == file_sha256(path / MODEL_FILE)
+    # bundles written before files_sha256 existed record only the weights' hash
+    recorded = meta.get("files_sha256") or {MODEL_FILE: meta.get("weights_sha256")}
+    if not all(name in recorded for name in needed) and "files_sha256" in meta:
+        return False
+    try:
+        return all(file_sha256(path / name) == digest for name, digest in recorded.items())
+    except OSError:
+        return False
 
 
 def resolve_bundle(path: str | Path) -> Path:
