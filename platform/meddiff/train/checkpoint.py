@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
 TRAIN_STATE_DIR = "train_state"
+RAW_WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "model_raw.safetensors", "optimizer.safetensors", "state.json"
 REQUIRED_METADATA = ("format_version", "kind", "model_id", "model", "class_names", "image_size", "channels", "step")
 
 
@@ -109,7 +110,7 @@ def save_bundle(
 
 def _save_train_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     folder.mkdir()
-    save_file(_state_dict_cpu(model), str(folder / "model_raw.safetensors"))
+    save_file(_state_dict_cpu(model), str(folder / RAW_WEIGHTS_FILE))
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, pstate in opt["state"].items():
@@ -119,19 +120,19 @@ def _save_train_state(folder: Path, model: nn.Module, optimizer: torch.optim.Opt
                 tensors[key] = value.detach().to("cpu").contiguous().clone()
             else:
                 scalars[key] = value
-    save_file(tensors, str(folder / "optimizer.safetensors"))
+    save_file(tensors, str(folder / OPTIMIZER_FILE))
     payload = {"param_groups": opt["param_groups"], "scalars": scalars, "state": state}
-    (folder / "state.json").write_text(json.dumps(payload, indent=2))
+    (folder / STATE_FILE).write_text(json.dumps(payload, indent=2))
 
 
 def load_train_state(bundle: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore raw weights and optimiser state from a bundle; returns the saved JSON ``state`` (step, EMA counters)."""
     folder = Path(bundle) / TRAIN_STATE_DIR
-    if not (folder / "state.json").is_file():
+    if not (folder / STATE_FILE).is_file():
         raise CheckpointError(f"{bundle}: has no {TRAIN_STATE_DIR}/ and cannot be resumed (an inference-only bundle?)")
-    model.load_state_dict(load_file(str(folder / "model_raw.safetensors")))
-    payload = json.loads((folder / "state.json").read_text())
-    flat = load_file(str(folder / "optimizer.safetensors"))
+    model.load_state_dict(load_file(str(folder / RAW_WEIGHTS_FILE)))
+    payload = json.loads((folder / STATE_FILE).read_text())
+    flat = load_file(str(folder / OPTIMIZER_FILE))
     state: dict[int, dict[str, Any]] = {}
     for key, value in list(flat.items()) + list(payload["scalars"].items()):
         idx, name = key.split(".", 1)
@@ -159,14 +160,11 @@ def resumable_bundle(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     state = path / TRAIN_STATE_DIR
-    needed = (MODEL_FILE, f"{TRAIN_STATE_DIR}/model_raw.safetensors", f"{TRAIN_STATE_DIR}/optimizer.safetensors",
-              f"{TRAIN_STATE_DIR}/state.json")
-    if not all((path / name).is_file() for name in needed):
+    if not all(f.is_file() for f in (path / MODEL_FILE, state / RAW_WEIGHTS_FILE, state / OPTIMIZER_FILE,
+                                     state / STATE_FILE)):
         return False
     # bundles written before files_sha256 existed record only the weights' hash
     recorded = meta.get("files_sha256") or {MODEL_FILE: meta.get("weights_sha256")}
-    if not all(name in recorded for name in needed) and "files_sha256" in meta:
-        return False
     try:
         return all(file_sha256(path / name) == digest for name, digest in recorded.items())
     except OSError:

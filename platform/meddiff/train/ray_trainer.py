@@ -58,13 +58,15 @@ class RayTrainContext(LocalContext):
         ray_step = -1
         if checkpoint is not None:
             ray_step = step_of(Path(checkpoint.path).name)
-        newer = [b for b in list_bundles(run_dir) if step_of(b.name) > ray_step and resumable_bundle(b)]
-        if newer:
+        # newest first, stopping at the first whole one: each check hashes a bundle's files
+        newer = next((b for b in reversed(list_bundles(run_dir)) if step_of(b.name) > ray_step and resumable_bundle(b)),
+                     None)
+        if newer is not None:
             if self.is_main:
                 self.log(f"[train] Ray Train's latest registered checkpoint is "
                          f"{Path(checkpoint.path).name if checkpoint else 'none'}; resuming from the newer persisted "
-                         f"bundle {newer[-1].name}")
-            return newer[-1]
+                         f"bundle {newer.name}")
+            return newer
         if checkpoint is None:
             return None
         return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="meddiff-resume-")))
