@@ -43,7 +43,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny diffusion classifier trained for a few steps on real PneumoniaMNIST (28 px, wavelet 4 x 14 x 14)."""
     require_data("pneumoniamnist_balanced/pneumoniamnist_balanced.npz")
     from meddiff.config import load_config
-    from meddiff.train.loop import train_diffusion
+    from meddiff.methods.diffusion.train import train_diffusion
 
     out = tmp_path_factory.mktemp("tiny-run")
     cfg = load_config("demo-pneumonia", {

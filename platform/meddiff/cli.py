@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _score_data_config(data_arg: str | None, checkpoint: str):
     from meddiff.config import DataConfig, config_from_json, load_config
-    from meddiff.train.checkpoint import read_bundle
+    from meddiff.bundle import read_bundle
 
     if data_arg is None:
         return config_from_json(read_bundle(checkpoint).metadata["config"]).data

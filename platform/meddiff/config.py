@@ -262,7 +262,7 @@ class ExplainConfig:
 class ExperimentConfig:
     """Everything one run needs; saved as config.json beside its checkpoints and results.
 
-    method: a name from ``meddiff.methods.METHODS``: ``diffusion`` (a conditional diffusion model used as a
+    method: a name registered in ``meddiff.method_registry``: ``diffusion`` (a conditional diffusion model used as a
         classifier), ``baseline`` (a discriminative timm classifier trained with cross-entropy and the paper's
         augmentations), and the other diffusion-based classifiers registered there.
     method_options: the method's own settings, validated by its module.
@@ -281,9 +281,10 @@ class ExperimentConfig:
     method_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from meddiff.methods import METHODS
+        from meddiff.method_registry import discover
 
-        _check(self.method in METHODS, "method", f"one of {sorted(METHODS)}", self.method)
+        methods = discover()
+        _check(self.method in methods, "method", f"one of {sorted(methods)}", self.method)
 
     @property
     def run_dir(self) -> Path:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.errors import ResultsError
-from meddiff.methods import METHODS
+from meddiff.method_registry import discover
 from meddiff.scoring import schema as S
 from meddiff.scoring.results import META_FILE, part_files, read_meta, read_results
 
@@ -130,7 +130,8 @@ def run_info(root: ResultsRoot, path: Path) -> RunInfo:
     ckpt = meta.get("checkpoint_metadata") or {}
     score = meta.get("score_config") or {}
     method = meta.get("method") or ckpt.get("kind") or "?"
-    votes = METHODS[method].votes if method in METHODS else False
+    methods = discover()
+    votes = methods[method].votes if method in methods else False
     return RunInfo(
         name=root.name(path),
         path=path,

@@ -7,7 +7,7 @@ import pytest
 def tiny_results(tiny_checkpoint, tmp_path_factory):
     from meddiff.config import ScoreConfig, config_from_json
     from meddiff.scoring.local import score_checkpoint
-    from meddiff.train.checkpoint import read_bundle
+    from meddiff.bundle import read_bundle
 
     out = tmp_path_factory.mktemp("tiny-results") / "res"
     data = config_from_json(read_bundle(tiny_checkpoint).metadata["config"]).data

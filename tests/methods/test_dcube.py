@@ -27,9 +27,9 @@ from meddiff.methods.dcube.model import DCubeModel, load_dcube_model, metadata_f
 from meddiff.methods.dcube.predictor import DCubePredictor
 from meddiff.methods.dcube.selection import LayerKS, layer_gaussianity, rank_layers, select_layers
 from meddiff.scoring import schema as S
-from meddiff.scoring.predictor import load_predictor
+from meddiff.methods import load_predictor
 from meddiff.scoring.results import read_results
-from meddiff.train.checkpoint import save_bundle
+from meddiff.bundle import save_bundle
 
 PRESET = "dcube-pneumonia"
 REPO = Path(__file__).resolve().parents[2]

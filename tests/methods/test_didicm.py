@@ -14,11 +14,12 @@ from meddiff.config import load_config
 from meddiff.data import build_manifest
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.methods import METHODS, predictor_class
-from meddiff.methods import didicm_process as P
-from meddiff.methods.didicm import DiDiCMOptions, DiDiCMPredictor, train_didicm
-from meddiff.methods.didicm_net import DiDiRN, DiDiRNConfig
+from meddiff.methods.didicm import process as P
+from meddiff.methods.didicm.predictor import DiDiCMPredictor
+from meddiff.methods.didicm.train import DiDiCMOptions, train_didicm
+from meddiff.methods.didicm.net import DiDiRN, DiDiRNConfig
 from meddiff.scoring import schema as S
-from meddiff.scoring.predictor import load_predictor
+from meddiff.methods import load_predictor
 from meddiff.scoring.results import read_results
 from safetensors.torch import load_file
 

@@ -13,20 +13,20 @@ from meddiff.config import DiffusionConfig, load_config
 from meddiff.data import build_manifest
 from meddiff.errors import ConfigError
 from meddiff.methods import METHODS, predictor_class
-from meddiff.methods.mediffusion import (
+from meddiff.methods.mediffusion.predictor import MediffusionPredictor
+from meddiff.methods.mediffusion.train import (
     MediffusionOptions,
-    MediffusionPredictor,
     build_mediffusion_model,
     joint_loss,
     labelled_mask,
     load_mediffusion_model,
     train_mediffusion,
 )
-from meddiff.methods.mediffusion_guidance import ClassifierGuidedSampler
+from meddiff.methods.mediffusion.guidance import ClassifierGuidedSampler
 from meddiff.models.unet import UNetConfig
-from meddiff.methods.mediffusion_net import JointUNet
+from meddiff.methods.mediffusion.net import JointUNet
 from meddiff.scoring import schema as S
-from meddiff.scoring.predictor import load_predictor
+from meddiff.methods import load_predictor
 from meddiff.scoring.results import read_results
 
 PRESET = "mediffusion-pneumonia"

@@ -18,13 +18,16 @@ from meddiff.diffusion.noise import pair_noise
 from meddiff.diffusion.vparam import eps_from_v
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.methods import METHODS, predictor_class
-from meddiff.methods.sd import SDOptions, SDPredictor, build_sd_model, build_tiny_pipeline, sd_options, train_sd
-from meddiff.methods.sd_engine import DiscreteLogSNR, PromptUNetDenoiser
-from meddiff.methods.sd_model import class_prompts, resolve_pretrained
+from meddiff.methods.sd.model import SDOptions, build_sd_model, sd_options
+from meddiff.methods.sd.predictor import SDPredictor
+from meddiff.methods.sd.tiny import build_tiny_pipeline
+from meddiff.methods.sd.train import train_sd
+from meddiff.methods.sd.engine import DiscreteLogSNR, PromptUNetDenoiser
+from meddiff.methods.sd.model import class_prompts, resolve_pretrained
 from meddiff.scoring import schema as S
-from meddiff.scoring.predictor import load_predictor
+from meddiff.methods import load_predictor
 from meddiff.scoring.results import read_results
-from meddiff.train.checkpoint import save_bundle
+from meddiff.bundle import save_bundle
 from tests.agreement import near_tied
 
 PRESET = "sd-pneumonia"

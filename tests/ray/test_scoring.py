@@ -6,7 +6,7 @@ from meddiff.config import RayConfig, ScoreConfig, config_from_json
 from meddiff.scoring import schema as S
 from meddiff.scoring.local import score_checkpoint
 from meddiff.scoring.results import read_meta, read_results
-from meddiff.train.checkpoint import read_bundle
+from meddiff.bundle import read_bundle
 from tests.agreement import assert_same_scores
 
 pytestmark = pytest.mark.ray

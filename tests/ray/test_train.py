@@ -11,7 +11,7 @@ import pytest
 from meddiff.config import load_config
 from meddiff.diffusion.model import load_diffusion_model
 from meddiff.train import ray_trainer
-from meddiff.train.checkpoint import list_bundles, read_bundle, resumable_bundle
+from meddiff.bundle import list_bundles, read_bundle, resumable_bundle
 
 pytestmark = pytest.mark.ray
 
@@ -78,7 +78,8 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, pneumonia_npz, tm
 
 def test_two_workers_train_a_baseline(ray_local, pneumonia_npz, tmp_path):
     """The timm baseline loop under the same Ray Train path: DDP over 2 gloo workers, a baseline bundle that scores."""
-    from meddiff.scoring.predictor import BaselinePredictor, load_predictor
+    from meddiff.methods import load_predictor
+    from meddiff.methods.baseline.predictor import BaselinePredictor
 
     cfg = load_config("baseline-resnet18-pneumonia", {
         "output_dir": str(tmp_path), "name": "bl-ddp", "train.steps": 4, "train.checkpoint_every": 2,

@@ -23,7 +23,7 @@ from meddiff.config import config_from_json
 from meddiff.scoring import schema as S
 from meddiff.scoring.local import score_checkpoint
 from meddiff.scoring.results import read_results
-from meddiff.train.checkpoint import read_bundle
+from meddiff.bundle import read_bundle
 
 pytestmark = pytest.mark.ray
 

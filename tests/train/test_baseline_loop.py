@@ -15,10 +15,11 @@ from meddiff.config import load_config
 from meddiff.data import build_manifest
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.scoring import schema as S
-from meddiff.scoring.predictor import BaselinePredictor, load_predictor
+from meddiff.methods import load_predictor
+from meddiff.methods.baseline.predictor import BaselinePredictor
 from meddiff.scoring.results import read_meta, read_results
-from meddiff.train.baseline_loop import train_baseline
-from meddiff.train.checkpoint import save_bundle
+from meddiff.methods.baseline.train import train_baseline
+from meddiff.bundle import save_bundle
 
 PRESET = "baseline-resnet18-pneumonia"
 # a tiny ResNet (one block per stage, 16-128 channels: 0.2 M parameters), small batches and one thread (the machine is

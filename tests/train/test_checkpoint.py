@@ -8,7 +8,7 @@ import torch
 from meddiff.config import DiffusionConfig, ModelConfig, to_dict
 from meddiff.diffusion.model import build_diffusion_model, load_diffusion_model
 from meddiff.errors import CheckpointError
-from meddiff.train.checkpoint import (list_bundles, load_train_state, read_bundle, resolve_bundle, resumable_bundle,
+from meddiff.bundle import (list_bundles, load_train_state, read_bundle, resolve_bundle, resumable_bundle,
                                       save_bundle, step_of)
 
 TINY = ModelConfig("unet", {"block_out_channels": [8, 16], "attention": [False, True]})

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from meddiff.config import load_config
-from meddiff.train.loop import train_diffusion
+from meddiff.methods.diffusion.train import train_diffusion
 from tests.conftest import TINY_MODEL
 
 

@@ -271,7 +271,7 @@ def ray_comparison(checkpoint, manifest: Manifest, bundle_meta: dict, n_draws: i
 
     from meddiff.raycluster import ensure_ray
     from meddiff.scoring.local import score_manifest
-    from meddiff.scoring.predictor import load_predictor
+    from meddiff.methods import load_predictor
     from meddiff.scoring.ray_pipeline import score_with_ray
 
     cfg = ScoreConfig(n_draws=n_draws, batch_size=batch_size, shard_size=max(8, len(manifest) // 16), store_draws=False)
@@ -392,7 +392,7 @@ def run_scale(out_dir: str | Path, sizes: tuple[int, ...] = (1000, 10000), actor
     from meddiff.diffusion.model import build_diffusion_model
     from meddiff.raycluster import ensure_ray
     from meddiff.scoring.ray_pipeline import score_with_ray
-    from meddiff.train.checkpoint import read_bundle, save_bundle
+    from meddiff.bundle import read_bundle, save_bundle
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

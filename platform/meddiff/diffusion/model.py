@@ -18,7 +18,7 @@ from meddiff.data.wavelet import haar_dwt, haar_idwt
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, schedule_from_config
 from meddiff.errors import CheckpointError
 from meddiff.models import create_denoiser
-from meddiff.train.checkpoint import read_bundle, load_weights
+from meddiff.bundle import read_bundle, load_weights
 
 
 @dataclass

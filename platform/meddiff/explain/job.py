@@ -8,8 +8,10 @@
 
 Steps: 1. select images from the results set (``select``); 2. join them to the checkpoint's manifest to find their
 pixels; 3. plan shards; 4. explain pending shards in this process or on a Ray Data actor pool (``ray_pipeline``); each
-shard decodes its images, runs ``CounterfactualSampler`` for every class, writes PNGs and then its index file;
-5. draw the gallery from the whole index. A re-run skips finished shards; a re-run with other sampler settings or
+shard decodes its images, runs the method's counterfactual sampler for every class, writes PNGs and then its index file;
+5. draw the gallery from the whole index. The checkpoint's method provides the sampler (its registry entry's
+``counterfactual``: CFG for the diffusion classifier, classifier guidance for Mediffusion); a method without one is
+refused with its reason. A re-run skips finished shards; a re-run with other sampler settings or
 another model into the same folder is refused, so an index never mixes settings.
 """
 
@@ -27,7 +29,6 @@ import pyarrow.parquet as pq
 
 from meddiff.config import ExplainConfig, to_dict
 from meddiff.data import ImageDecoder
-from meddiff.diffusion.counterfactual import CounterfactualSampler
 from meddiff.errors import CheckpointError, DataError, ResultsError
 from meddiff.explain import render
 from meddiff.explain import schema as X
@@ -43,9 +44,10 @@ _SETTINGS = ("t_start", "steps", "guidance", "seed")
 
 
 class Explainer:
-    """Holds a loaded diffusion model and its sampler; turns selected manifest rows into index rows and PNGs.
+    """Holds a method's loaded model bound to its counterfactual sampler (``meddiff.methods.explainer``); turns
+    selected manifest rows into index rows and PNGs.
 
-    A plain Python object (Ray Data actors wrap it; it never imports Ray), like ``scoring.predictor``.
+    A plain Python object (Ray Data actors wrap it; it never imports Ray), like ``meddiff.methods.predictor``.
     """
 
     def __init__(self, model, cfg: ExplainConfig, out_dir: str | Path) -> None:
@@ -53,17 +55,16 @@ class Explainer:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.decoder = ImageDecoder(model.image_size, model.channels)
-        self.sampler = CounterfactualSampler(t_start=cfg.t_start, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
-                                             max_batch=max(64, 2 * cfg.batch_size * model.num_classes))
         self._code_version = code_version()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: ExplainConfig, out_dir: str | Path) -> "Explainer":
+        from meddiff.bundle import read_bundle
         from meddiff.device import resolve_device, set_threads
-        from meddiff.diffusion.model import load_diffusion_model
 
         set_threads(cfg.num_threads)
-        return cls(load_diffusion_model(path, resolve_device(cfg.device)), cfg, out_dir)
+        load = counterfactual_loader(read_bundle(path).metadata.get("kind"), str(path))
+        return cls(load(path, cfg, resolve_device(cfg.device)), cfg, out_dir)
 
     def explain_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Selected manifest rows (manifest columns + pred, uncertainty, reason) -> index rows, K per decodable image;
@@ -73,7 +74,7 @@ class Explainer:
         out: list[dict[str, Any]] = []
         result = None
         if good:
-            result = self.sampler(self.model, images[good], [str(rows[i]["id"]) for i in good])
+            result = self.model(images[good], [str(rows[i]["id"]) for i in good])
         names = self.model.class_names
         mode = render.difference_mode(self.model.channels)
         slot = {i: j for j, i in enumerate(good)}
@@ -103,6 +104,22 @@ class Explainer:
             X.GUIDANCE: self.cfg.guidance, X.SEED: self.cfg.seed, X.MODEL_ID: self.model.model_id,
             X.CODE_VERSION: self._code_version,
         }
+
+
+def counterfactual_loader(kind: str | None, where: str):
+    """The ``load_counterfactuals`` function of the method that wrote a checkpoint of ``kind`` (its registry entry);
+    a method without counterfactuals is refused with its reason."""
+    from meddiff.method_registry import METHODS, discover, get_method, resolve
+
+    if kind not in discover():
+        raise CheckpointError(f"{where}: checkpoint kind {kind!r} is not a registered method; known: {sorted(METHODS)}")
+    method = get_method(kind)
+    if method.counterfactual is None:
+        able = sorted(m.name for m in METHODS.values() if m.counterfactual)
+        raise CheckpointError(f"{where} is a {kind!r} checkpoint and {kind} has no counterfactuals"
+                              f"{': ' + method.counterfactual_note if method.counterfactual_note else ''}; methods "
+                              f"with counterfactuals: {', '.join(able)}")
+    return resolve(method.counterfactual)
 
 
 def _int_or_none(v):
@@ -210,18 +227,17 @@ def explain_results(
     ray_cfg=None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Explain the images ``cfg.select`` picks from ``results_dir`` with a diffusion checkpoint into ``out_dir``.
+    """Explain the images ``cfg.select`` picks from ``results_dir`` with a checkpoint of a method that has
+    counterfactuals into ``out_dir``.
 
     In this process, or with ``ray_cfg`` on a Ray Data actor pool (Ray must be initialised); both write the same
     shard files, so a folder started one way can be finished the other way.
     Returns {"images", "explained", "skipped", "errors", "seconds", "gallery"}.
     """
-    from meddiff.train.checkpoint import read_bundle
+    from meddiff.bundle import read_bundle
 
     bundle = read_bundle(checkpoint)
-    if bundle.metadata.get("kind") != "diffusion":
-        raise CheckpointError(f"{bundle.path} is a {bundle.metadata.get('kind')!r} checkpoint; counterfactuals need a "
-                              f"conditional diffusion model (kind 'diffusion')")
+    counterfactual_loader(bundle.metadata.get("kind"), str(bundle.path))  # refuse before selecting or writing
     out_dir = Path(out_dir).expanduser().resolve()
     frame = selection_frame(bundle.metadata, results_dir, cfg, data_cfg)
     check_or_write_meta(out_dir, {

@@ -1,6 +1,11 @@
-"""Classifier methods: the registry that maps a config ``method`` / checkpoint ``kind`` to its training loop and
-predictor (``registry``), and the modules of the methods beyond the paper's classifier and the timm baselines."""
+"""Classifier methods, one package each (``diffusion``: the paper's classifier; ``baseline``: the timm baselines;
+``sd``, ``mediffusion``, ``didicm``, ``dcube``), registered in ``meddiff.method_registry`` by the config ``method`` / checkpoint
+``kind``. ``predictor`` holds the interface every method's predictor implements."""
 
-from meddiff.methods.registry import METHODS, Method, get_method, predictor_class, train_function
+from meddiff.method_registry import (METHODS, Method, discover, get_method, load_predictor, predictor_class, register,
+                                      train_function)
 
-__all__ = ["METHODS", "Method", "get_method", "predictor_class", "train_function"]
+discover()
+
+__all__ = ["METHODS", "Method", "discover", "get_method", "load_predictor", "predictor_class", "register",
+           "train_function"]

@@ -16,7 +16,7 @@ from torch import nn
 from meddiff.config import ModelConfig, from_dict, to_dict
 from meddiff.errors import CheckpointError
 from meddiff.models.baselines import create_baseline
-from meddiff.train.checkpoint import load_weights, read_bundle
+from meddiff.bundle import load_weights, read_bundle
 
 KIND = "baseline"
 

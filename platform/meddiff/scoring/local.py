@@ -89,12 +89,12 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     """
     from meddiff.metrics import summarize_results
     from meddiff.scoring.results import read_results
-    from meddiff.train.checkpoint import read_bundle
+    from meddiff.bundle import read_bundle
 
     bundle = read_bundle(checkpoint)
     manifest = checkpoint_manifest(bundle.metadata, data_cfg, cfg.split)
     if ray_cfg is None:
-        from meddiff.scoring.predictor import load_predictor
+        from meddiff.methods import load_predictor
 
         run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log)
     else:

@@ -36,7 +36,7 @@ class ShardScorer:
                  ids_sha256: str, num_threads: int) -> None:
         import torch
 
-        from meddiff.scoring.predictor import load_predictor
+        from meddiff.methods import load_predictor
 
         if num_threads > 0:
             torch.set_num_threads(num_threads)

@@ -146,7 +146,7 @@ def build_app(args: Mapping[str, Any]) -> serve.Application:
     """
     from pathlib import Path
 
-    from meddiff.train.checkpoint import read_bundle
+    from meddiff.bundle import read_bundle
 
     settings = ServeSettings.from_mapping(args)
     read_bundle(settings.checkpoint)  # a missing or broken checkpoint is a clear error now, not a crashing replica

@@ -106,8 +106,8 @@ class ImageClassifier:
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> "ImageClassifier":
-        from meddiff.scoring.predictor import load_predictor
-        from meddiff.train.checkpoint import read_bundle
+        from meddiff.methods import load_predictor
+        from meddiff.bundle import read_bundle
 
         meta = read_bundle(settings.checkpoint).metadata
         cfg = score_config(settings, meta)

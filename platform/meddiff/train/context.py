@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from meddiff.device import resolve_device
-from meddiff.train.checkpoint import list_bundles
+from meddiff.bundle import list_bundles
 
 
 @dataclass

@@ -1,43 +1,270 @@
-"""The diffusion classifier's training loop (single process; ``meddiff.train.ray_trainer`` runs it in Ray Train workers).
+"""The training loop every method shares (``meddiff.methods.<name>.train``: the paper's diffusion classifier, the
+baselines, SD, Mediffusion, DiDiCM), with the method-specific part (what one step computes) passed in as a function.
 
-Steps (paper Appendix B): Adam, linear LR warm-up, min-SNR v-loss with CFG label dropout, gradient clipping, EMA. The
-loop itself is the shared one (``meddiff.methods.training.run_loop``): progress lines with loss, LR, steps/s and ETA;
-a JSON line per ``log_every`` steps in ``metrics.jsonl``; bundles every ``checkpoint_every`` steps and at the end
-(EMA weights for inference, raw weights + optimiser + EMA state for resuming); ``loss.png`` at the end. Re-running with
-the same ``output_dir/name`` resumes from the newest bundle (same data and model config required).
+    setup = setup_run(cfg, context, kind)          # threads, device, manifest, decoder, data fingerprint, run folders
+    bundle = run_loop(setup, network, step_fn, metadata, validate=..., ema=...)
+
+``run_loop`` does: Adam with ``train.lr`` / ``train.weight_decay``, linear warm-up
+(``lr_at``), gradient clipping at ``train.grad_clip`` (0 = none), optional EMA, seeded batches
+(``train.batches.training_batches``, the same (seed, step, rank) streams, so a resumed run continues exactly as an
+uninterrupted one), progress lines, a JSON line per ``log_every`` steps in ``metrics.jsonl``, a bundle every
+``checkpoint_every`` steps and at the end (validated on the val split first when ``validate`` is given), resume from the
+newest bundle of the run, and ``loss.png`` at the end. It only talks to the context (``LocalContext`` or Ray Train's)
+for rank, device, model wrapping (DDP), checkpoint folder, resume bundle and reporting.
+
+``step_fn(net, pixels, labels, step) -> dict`` returns ``{"loss": scalar tensor, <name>: float, ...}``; the extra
+entries are averaged over the logging window and written beside the loss.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader
 
-from meddiff.config import ExperimentConfig
+from meddiff.config import ExperimentConfig, save_config, to_dict
+from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
+from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
-from meddiff.diffusion.loss import diffusion_loss
-from meddiff.diffusion.model import build_diffusion_model
-from meddiff.methods.training import run_loop, seeded_init, setup_run
-from meddiff.train.batches import step_generator
+from meddiff.errors import CheckpointError, ConfigError
+from meddiff.progress import Progress
+from meddiff.train.batches import bytes_needed, decode_split, training_batches
+from meddiff.bundle import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
+from meddiff.train.metrics_log import append_metrics, plot_metrics
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], dict[str, Any]]
 
 
-def train_diffusion(cfg: ExperimentConfig, context: LocalContext | None = None) -> Path:
-    """Train (or resume) the run ``cfg.output_dir/cfg.name``; returns the final bundle's path."""
-    setup = setup_run(cfg, context, "diffusion")
-    tc, device, rank = cfg.train, setup.device, setup.ctx.rank
-    with seeded_init(tc.seed):
-        model = build_diffusion_model(cfg.model, cfg.diffusion, setup.manifest.class_names, cfg.data.image_size,
-                                      cfg.data.channels)
-    denoiser = model.denoiser.to(device)
-    if device.type == "cuda":
-        denoiser = denoiser.to(memory_format=torch.channels_last)
-    ema = EMA(denoiser, beta=tc.ema_beta, warmup=tc.ema_warmup, every=tc.ema_every)
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build networks inside this block: the same initial weights on every rank and in every run of ``seed`` (a run's
+    results then depend only on its config), without touching the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
-    def step(net: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, step: int) -> dict:
-        # noise and label dropout: the (seed, step, rank) stream on the device; batch indices used the CPU stream
-        gen = step_generator(tc.seed, step, rank, device)
-        x = model.to_model_space(pixels)
-        return {"loss": diffusion_loss(net, x, labels, model.schedule, model.num_classes, cfg.diffusion, gen)}
 
-    return run_loop(setup, denoiser, step, model.metadata_fields(), ema=ema, loss_label="weighted v-loss")
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up to base_lr over ``warmup`` steps, then constant (as in the paper)."""
+    return base_lr * min(1.0, step / warmup) if warmup > 0 else base_lr
+
+
+@dataclass
+class RunSetup:
+    """What every method loop prepares before its first step."""
+
+    cfg: ExperimentConfig
+    kind: str
+    ctx: LocalContext
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    run_dir: Path
+    ckpt_dir: Path
+    manifest: Manifest
+    train_m: Manifest
+    val_m: Manifest
+    decoder: ImageDecoder
+    fingerprint: str
+
+    def amp(self):
+        """A fresh autocast context (bf16 on CUDA by default), or a no-op."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) -> RunSetup:
+    """Threads, device, manifest and folders of the run ``cfg.output_dir/cfg.name`` of method ``kind``."""
+    if cfg.method != kind:
+        raise ConfigError(f"method: the {kind} training loop needs method: {kind}, got {cfg.method!r}")
+    ctx = context or LocalContext()
+    set_threads(cfg.train.num_threads)
+    device = ctx.device(cfg.train.device)
+    run_dir = Path(cfg.run_dir)
+    manifest = build_manifest(cfg.data)
+    train_m, val_m = manifest.select("train"), manifest.select("val")
+    if len(train_m) == 0:
+        raise ValueError(f"data source {cfg.data.source!r} has no training images")
+    setup = RunSetup(cfg=cfg, kind=kind, ctx=ctx, device=device,
+                     amp_dtype=autocast_dtype(device, cfg.train.precision), run_dir=run_dir,
+                     ckpt_dir=ctx.checkpoint_dir(run_dir), manifest=manifest, train_m=train_m, val_m=val_m,
+                     decoder=ImageDecoder(cfg.data.image_size, cfg.data.channels), fingerprint=manifest.fingerprint())
+    if ctx.is_main:
+        ctx.log(f"[train] {cfg.name} ({kind}): {len(train_m)} training images {train_m.class_counts()}, "
+                f"{len(val_m)} val images from {cfg.data.source}; device {device}")
+    return setup
+
+
+def resume_fields(cfg: ExperimentConfig) -> tuple:
+    """The settings a method's weights depend on: a run resumes only when they are unchanged."""
+    return (cfg.model, cfg.diffusion, cfg.data.image_size, cfg.data.channels, dict(cfg.method_options),
+            cfg.train.augment)
+
+
+def val_batches(setup: RunSetup) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """A function returning a fresh iterator over the val split's (images, labels) batches: decoded once into (CPU)
+    memory when it fits in ``train.preload_max_gb``, else read from the files at every evaluation."""
+    val_m, decoder, tc = setup.val_m, setup.decoder, setup.cfg.train
+    if bytes_needed(len(val_m), decoder) <= tc.preload_max_gb * 2**30:
+        images, labels = decode_split(val_m, decoder, label="[train] decoding val")
+
+        def from_memory() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for i in range(0, len(labels), tc.batch_size):
+                yield images[i:i + tc.batch_size], labels[i:i + tc.batch_size]
+
+        return from_memory
+
+    def from_files() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(ManifestDataset(val_m, decoder), batch_size=tc.batch_size, num_workers=tc.num_workers)
+        for images, labels, _index in loader:
+            yield images, labels
+
+    return from_files
+
+
+@torch.no_grad()
+@torch.no_grad()
+def evaluate(network: nn.Module, batches, device: torch.device, amp=None) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``network`` (put in eval mode) over (images [B, C, H, W], labels [B]) batches."""
+    network.eval()
+    loss_sum, hits, n = 0.0, 0, 0
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        with amp or nullcontext():
+            logits = network(images).float()
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        hits += int((logits.argmax(dim=1) == labels).sum())
+        n += labels.numel()
+    return {"loss": loss_sum / max(n, 1), "accuracy": hits / n if n else float("nan"), "images": n}
+
+
+def evaluate_probs(prob_fn: Callable[[torch.Tensor], torch.Tensor], batches, device: torch.device) -> dict[str, float]:
+    """Accuracy and mean negative log-likelihood of ``prob_fn`` (images [B, C, H, W] -> class probabilities [B, K])
+    over (images, labels) batches."""
+    nll, hits, n = 0.0, 0, 0
+    for images, labels in batches:
+        prob = prob_fn(images.to(device)).float().cpu()
+        nll += float(-torch.log(prob.gather(1, labels[:, None]).clamp(min=1e-12)).sum())
+        hits += int((prob.argmax(dim=1) == labels).sum())
+        n += labels.numel()
+    return {"val_accuracy": hits / n if n else float("nan"), "val_nll": nll / max(n, 1)}
+
+
+def run_loop(
+    setup: RunSetup,
+    network: nn.Module,
+    step_fn: StepFn,
+    metadata: dict[str, Any],
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    ema: EMA | None = None,
+    loss_label: str = "training loss",
+) -> Path | None:
+    """Train ``network`` (already on ``setup.device``) for ``train.steps`` steps; returns the newest bundle on rank 0.
+
+    Args:
+        step_fn: the method's step: (wrapped net, pixels [B, C, H, W] on the device, labels [B], step) -> dict with
+            the scalar ``loss`` tensor to minimise and floats to log.
+        metadata: the bundle's metadata (kind, model, class_names, image_size, channels, ...); ``data_fingerprint``,
+            ``config`` and image counts are added here.
+        validate: rank 0 only, at every checkpoint: (inference model) -> {"val_accuracy": ..., ...}, logged and stored
+            in the bundle's metadata.
+        ema: the EMA of ``network`` (bundles then hold the EMA weights once it has started, as in ``train.loop``).
+    """
+    cfg, ctx, tc, device = setup.cfg, setup.ctx, setup.cfg.train, setup.device
+    optimizer = torch.optim.Adam(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start = 0
+    resume = ctx.resume_bundle(setup.run_dir)
+    if resume is not None:
+        check_resumable(resume, cfg, setup.fingerprint, setup.kind, resume_fields,
+                        "model, diffusion, image size/channels, method_options or train.augment")
+        state = load_train_state(resume, network, optimizer)
+        if ema is not None:
+            ema.load_state(state["ema"])
+            if ema.num_updates:
+                ema.model.load_state_dict(load_file(str(resume / "model.safetensors")))
+        start = int(state["step"])
+        if ctx.is_main:
+            ctx.log(f"[train] resuming {cfg.name} from {resume.name} (step {start}/{tc.steps})")
+    net = ctx.wrap_model(network)
+    batches = training_batches(setup.train_m, setup.decoder, tc, ctx, start, device)
+
+    n_params = sum(p.numel() for p in network.parameters())
+    if ctx.is_main:
+        setup.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, setup.run_dir / "config.json")
+        ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input [{cfg.data.channels}, "
+                f"{cfg.data.image_size}, {cfg.data.image_size}], {tc.steps} steps of batch {tc.batch_size} x "
+                f"{ctx.world_size} worker(s)")
+    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg), parameters=n_params,
+                    train_images=len(setup.train_m), val_images=len(setup.val_m))
+    metrics_file = setup.run_dir / "metrics.jsonl"
+    progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,
+                        write=ctx.log if ctx.is_main else (lambda _line: None))
+    window: dict[str, list[float]] = {}
+    last_bundle: Path | None = resume
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+    net.train()
+    t_start = time.monotonic()
+    for step, (pixels, labels) in zip(range(start + 1, tc.steps + 1), batches):
+        lr = lr_at(step, tc.lr, tc.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with setup.amp():
+            out = step_fn(net, pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True), step)
+        loss = out["loss"]
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"[train] loss became {loss.item()} at step {step}; lower train.lr or check the "
+                                     f"data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm)
+        optimizer.step()
+        if ema is not None:
+            ema.update(network, step)
+        for key, value in out.items():
+            window.setdefault(key, []).append(float(value.item() if torch.is_tensor(value) else value))
+        if step % tc.log_every == 0 or step == tc.steps:
+            means = {k: sum(v) / len(v) for k, v in window.items() if v}
+            window.clear()
+            extra = " | ".join(f"{k} {v:.4f}" for k, v in means.items())
+            progress.update(step - progress.done, extra=f"{extra} | lr {lr:.2e}", force=True)
+            if ctx.is_main:
+                append_metrics(metrics_file, {"step": step, **means, "lr": lr, "grad_norm": float(grad_norm),
+                                           "elapsed_s": round(time.monotonic() - t_start, 2),
+                                           "resumed_from_step": start})
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            bundle = None
+            report = {"step": step, "loss": float(loss.item())}
+            if ctx.is_main:
+                inference = ema.inference_model(network) if ema is not None else network
+                if validate is not None and len(setup.val_m):
+                    val = validate(inference)
+                    network.train()
+                    metadata.update(val)
+                    report.update(val)
+                    append_metrics(metrics_file, {"step": step, **val})
+                    ctx.log(f"[train] step {step}: " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in val.items()))
+                state = {"step": step}
+                if ema is not None:
+                    state["ema"] = ema.state()
+                bundle = save_bundle(setup.ckpt_dir, step, inference, metadata,
+                                     train_state={"model": network, "optimizer": optimizer, "state": state},
+                                     keep=tc.keep_checkpoints)
+                last_bundle = bundle
+                ctx.log(f"[train] saved {bundle}")
+            ctx.report(report, bundle)
+    if ctx.is_main and metrics_file.is_file():
+        plot_metrics(metrics_file, setup.run_dir / "loss.png", loss_label)
+    if last_bundle is None and ctx.is_main:  # other ranks never write bundles
+        raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
+    return last_bundle

@@ -19,7 +19,7 @@ import torch
 
 from meddiff.config import ExperimentConfig, config_from_json, to_dict
 from meddiff.errors import CheckpointError, MeddiffError
-from meddiff.train.checkpoint import list_bundles, resumable_bundle, step_of
+from meddiff.bundle import list_bundles, resumable_bundle, step_of
 from meddiff.train.context import LocalContext
 
 
@@ -90,7 +90,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _loop_for(cfg: ExperimentConfig):
-    from meddiff.methods import train_function
+    from meddiff.method_registry import train_function
 
     return train_function(cfg.method)
 

@@ -25,6 +25,13 @@ losses off: none gave a consistent gain beyond the spread of head seeds on the P
 on by default (the paper) but off in the chest X-ray preset, where they cost accuracy.
 """
 
-from meddiff.methods.dcube.options import DCubeOptions
+from meddiff.method_registry import Method, register
 
-__all__ = ["DCubeOptions"]
+register(Method(
+    name="dcube",
+    train="meddiff.methods.dcube.loop:train_dcube",
+    predictor="meddiff.methods.dcube.predictor:DCubePredictor",
+    votes=False,
+    description="D-Cube: light classifier on KS-selected hyper-features of a frozen diffusion model (Jang et al.)",
+    counterfactual_note="its head reads a frozen diffusion model's features; explain the frozen diffusion checkpoint instead",
+))

@@ -1,5 +1,5 @@
 """The D-Cube training loop (step 2 of the paper: a light classifier on a frozen diffusion model's hyper-features),
-structured like ``meddiff.train.baseline_loop`` and run by ``meddiff train`` in this process or in Ray Train workers.
+structured like ``meddiff.methods.baseline.train`` and run by ``meddiff train`` in this process or in Ray Train workers.
 
 Steps:
   1. Load the frozen diffusion model (``method_options.diffusion_checkpoint``) and the data at its image size.
@@ -41,11 +41,10 @@ from meddiff.methods.dcube.model import KIND, load_frozen_diffusion, metadata_fi
 from meddiff.methods.dcube.options import DCubeOptions, frozen_checkpoint_path, parse_options
 from meddiff.methods.dcube.selection import describe, ks_subset, layer_gaussianity, select_layers
 from meddiff.progress import Progress
-from meddiff.train.baseline_loop import evaluate
 from meddiff.train.batches import bytes_needed, sample_batch, step_generator
-from meddiff.train.checkpoint import load_train_state, save_bundle
+from meddiff.bundle import load_train_state, save_bundle
 from meddiff.train.context import LocalContext
-from meddiff.methods.training import lr_at, seeded_init
+from meddiff.train.loop import evaluate, lr_at, seeded_init
 from meddiff.train.metrics_log import append_metrics, plot_metrics
 
 FLIP_STREAM = 2  # step_generator streams: 1 = batch indices, 2 = flip coins (as the baseline's augmentation),

@@ -19,7 +19,7 @@ from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.errors import CheckpointError
 from meddiff.methods.dcube.features import FeatureSpec, candidate_layers, image_features
 from meddiff.methods.dcube.head import DCubeHead
-from meddiff.train.checkpoint import load_weights, read_bundle, resolve_bundle
+from meddiff.bundle import load_weights, read_bundle, resolve_bundle
 
 KIND = "dcube"
 HEAD_NAME = "dcube-head"

@@ -17,11 +17,11 @@ from meddiff.data import ImageDecoder
 from meddiff.device import autocast_dtype, resolve_device
 from meddiff.methods.dcube.model import KIND, DCubeModel, load_dcube_model
 from meddiff.provenance import code_version
-from meddiff.scoring.predictor import Predictor
+from meddiff.methods.predictor import Predictor
 
 
 class DCubePredictor(Predictor):
-    """The predictor interface of ``meddiff.scoring.predictor`` for ``kind: dcube`` bundles."""
+    """The predictor interface of ``meddiff.methods.predictor`` for ``kind: dcube`` bundles."""
 
     method = KIND
 

@@ -149,7 +149,7 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0) -> Path:
                                        scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
         out = tmp / "pipeline"
-        from meddiff.methods.sd_model import quiet_loading
+        from meddiff.methods.sd.model import quiet_loading
 
         with quiet_loading():
             pipe.save_pretrained(out)

@@ -1,7 +1,7 @@
 """The fine-tuned Stable Diffusion classifier's model: a trainable UNet, the frozen VAE and text encoder of a local
 pretrained folder, one prompt per class, and the DDPM noise table.
 
-``SDModel`` is what ``sd_train`` fine-tunes and what ``SDPredictor`` scores with. Pixels are [-1, 1] images
+``SDModel`` is what ``meddiff.methods.sd.train`` fine-tunes and what ``SDPredictor`` scores with. Pixels are [-1, 1] images
 [B, channels, image_size, image_size] from meddiff's ImageDecoder; grayscale is repeated to the VAE's 3 channels, and
 the VAE maps them to latents [B, 4, image_size / 8, image_size / 8] = (latent_dist - shift) * scaling_factor (SD's
 convention; the shift is 0 unless the VAE config sets ``shift_factor``). Prompts are encoded once by the frozen text
@@ -9,7 +9,7 @@ encoder into ``prompt_embeds`` [num_classes, 77, D]; class c conditions the UNet
 
 The pretrained folder (``method_options.pretrained``) is a ``StableDiffusionPipeline.save_pretrained`` folder or any
 folder with ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` subfolders; ``${MEDDIFF_MODELS}`` in it expands to
-``models_root()``, and ``tiny:<folder>`` builds a tiny random one there when it is missing (``sd_tiny``). Only local
+``models_root()``, and ``tiny:<folder>`` builds a tiny random one there when it is missing (``meddiff.methods.sd.tiny``). Only local
 files are read (no hub access).
 
 A checkpoint bundle holds the fine-tuned UNet weights and its config; the frozen VAE, text encoder and tokenizer stay
@@ -33,9 +33,9 @@ from torch import nn
 
 from meddiff.config import from_dict
 from meddiff.errors import CheckpointError, ConfigError
-from meddiff.methods.sd_engine import DiscreteLogSNR
+from meddiff.methods.sd.engine import DiscreteLogSNR
 from meddiff.provenance import file_sha256
-from meddiff.train.checkpoint import load_weights, read_bundle
+from meddiff.bundle import load_weights, read_bundle
 
 KIND = "sd"
 TINY_PREFIX = "tiny:"
@@ -110,7 +110,7 @@ def resolve_pretrained(spec: str) -> PretrainedRef:
 def ensure_pretrained(ref: PretrainedRef, tiny_seed: int = 0) -> Path:
     """The folder, built first for ``tiny:`` when missing; a missing folder or subfolder is an error."""
     if ref.tiny:
-        from meddiff.methods.sd_tiny import build_tiny_pipeline
+        from meddiff.methods.sd.tiny import build_tiny_pipeline
 
         build_tiny_pipeline(ref.path, tiny_seed)
     if not ref.path.is_dir():

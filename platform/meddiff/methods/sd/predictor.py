@@ -3,7 +3,7 @@
 Per image: the VAE posterior mean (Li et al.) gives the latent x; then, exactly as for the paper's own classifier,
 N draws (eps_k, t_k) seeded by (score seed, image id, k) and shared by all classes, per-class errors of the UNet's
 noise prediction, majority vote and average rule, vote-entropy uncertainty, and the configured early exit
-(``score.stopping``) from ``meddiff.diffusion.streaming``; ``sd_engine`` adapts the UNet to it. Rows fill the vote
+(``score.stopping``) from ``meddiff.diffusion.streaming``; ``meddiff.methods.sd.engine`` adapts the UNet to it. Rows fill the vote
 columns; nfe = draws x classes UNet evaluations (the one VAE encoding per image is not counted).
 It reuses ``DiffusionPredictor``'s row building, ``predict_rows`` and properties; only the model and the latent
 encoding differ.
@@ -22,10 +22,10 @@ from meddiff.device import autocast_dtype, resolve_device, set_threads
 from meddiff.diffusion.engine import EngineSpec
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
-from meddiff.methods.sd_engine import PromptUNetDenoiser
-from meddiff.methods.sd_model import KIND, SDModel, load_sd_model
+from meddiff.methods.sd.engine import PromptUNetDenoiser
+from meddiff.methods.sd.model import KIND, SDModel, load_sd_model
 from meddiff.provenance import code_version
-from meddiff.scoring.predictor import DiffusionPredictor
+from meddiff.methods.diffusion.predictor import DiffusionPredictor
 
 
 class SDPredictor(DiffusionPredictor):

@@ -1,9 +1,9 @@
 """DiDiCM-style classifier: a discrete diffusion over the class label conditioned on the image (Belhasin et al.,
 "Advancing Image Classification with Discrete Diffusion Classification Modeling").
 
-  1. Forward process: the uniform label kernel of ``didicm_process`` over a K-step chain (``method_options.steps``;
+  1. Forward process: the uniform label kernel of ``meddiff.methods.didicm.process`` over a K-step chain (``method_options.steps``;
      the paper's uniform rate matrix with the log-linear noise schedule, as its code).
-  2. Network: a small DiDiRN (``didicm_net``): a ResNet with its blocks conditioned on the step and the noisy label.
+  2. Network: a small DiDiRN (``meddiff.methods.didicm.net``): a ResNet with its blocks conditioned on the step and the noisy label.
   3. Training: per image k ~ U{1..K}, c_k ~ q(c_k | y), loss = CE(DiDiRN(x, c_k, k / K), y); the paper's
      augmentations (``train.augment``, as the baselines: DiDiCM trains with a standard classifier recipe, timm's,
      which also keeps an EMA of the weights: bundles hold the EMA of ``train.ema_*`` once it has started).
@@ -15,15 +15,14 @@
 
 Where this simplifies the paper: a discrete K-step chain with a clean-label (x0) network trained by cross-entropy
 instead of a continuous-time concrete-score network trained by score entropy (the two are related by Bayes, see
-``didicm_process``); CP picks its one evaluated label by ``max`` or ``min`` (the code's deterministic rules, not
+``meddiff.methods.didicm.process``); CP picks its one evaluated label by ``max`` or ``min`` (the code's deterministic rules, not
 ``random``); CL evaluates each distinct (image, label) pair of a step once, so its nfe is at most min(S, C) per step
 rather than S; a CPU-sized DiDiRN.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,19 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meddiff.config import ExperimentConfig, ModelConfig, ScoreConfig, from_dict, to_dict
-from meddiff.device import resolve_device, set_threads
+from meddiff.config import ExperimentConfig, ModelConfig, from_dict, to_dict
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.noise import draw_seed, image_seed
 from meddiff.errors import CheckpointError, ConfigError
-from meddiff.methods import didicm_process as P
-from meddiff.methods.didicm_net import DiDiRN, DiDiRNConfig
-from meddiff.methods.training import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
-from meddiff.models.baseline_model import BaselineModel
-from meddiff.scoring.predictor import BaselinePredictor
+from meddiff.methods.didicm import process as P
+from meddiff.methods.didicm.net import DiDiRN, DiDiRNConfig
+from meddiff.train.loop import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import step_generator
-from meddiff.train.checkpoint import load_weights, read_bundle
+from meddiff.bundle import load_weights, read_bundle
 from meddiff.train.context import LocalContext
 
 KIND = "didicm"
@@ -233,52 +229,3 @@ def train_didicm(cfg: ExperimentConfig, context: LocalContext | None = None) -> 
     ema = EMA(network, beta=tc.ema_beta, warmup=tc.ema_warmup, every=tc.ema_every)
     return run_loop(setup, network, step_fn, model.metadata_fields(),
                     validate=validate if batches is not None else None, ema=ema)
-
-
-class DiDiCMPredictor(BaselinePredictor):
-    """Scores images by the label reverse process: prob = p(c | x) (CP) or chain counts / S (CL), argmax, normalised
-    entropy of prob, nfe = network evaluations per image; vote columns, ``n_draws`` and ``rule`` stay null.
-
-    ``inference`` overrides the checkpoint's ``method_options.inference`` ("probabilities" or "labels"); the chains of
-    ``labels`` mode are seeded by (``score.seed``, image id).
-    """
-
-    method = KIND
-
-    def __init__(self, model: DiDiCMModel, cfg: ScoreConfig, device: torch.device | None = None,
-                 inference: str | None = None) -> None:
-        if inference is not None:
-            model = replace(model, options=replace(model.options, inference=inference))
-        self.didicm = model
-        view = BaselineModel(model.network, model.model_cfg, model.class_names, model.image_size, model.channels,
-                             model.model_id, model.metadata)
-        super().__init__(view, cfg, device)
-        self.max_batch = cfg.max_batch or (256 if self.device.type == "cpu" else 2048)
-
-    _load = staticmethod(load_didicm_model)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig, inference: str | None = None) -> "DiDiCMPredictor":
-        set_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
-        return cls(cls._load(path, device), cfg, device, inference)
-
-    @torch.inference_mode()
-    def distribution(self, pixels: torch.Tensor, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prob [B, C] float32 on the CPU, nfe [B]) by the configured inference mode."""
-        x = pixels.to(self.device)
-        amp = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-               if self.autocast_dtype is not None else nullcontext())
-        with amp:
-            if self.didicm.options.inference == "labels":
-                counts, nfe = self.didicm.predict_labels(x, ids, self.cfg.seed, max_batch=self.max_batch)
-                return (counts.float() / counts.sum(dim=1, keepdim=True)).cpu(), nfe
-            prob, nfe = self.didicm.predict_probabilities(x, max_batch=self.max_batch)
-            return prob.cpu(), nfe
-
-    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Score a batch of decoded images ([B, channels, image_size, image_size] in [-1, 1]; ids seed the chains)."""
-        prob, nfe = self.distribution(pixels, ids)
-        return self.probability_rows(prob, [int(n) for n in nfe])
-
-

@@ -1,5 +1,5 @@
 """Fine-tuning the Stable Diffusion UNet on class prompts (``method: sd``), on the shared method loop
-(``meddiff.methods.training``: Adam, warm-up, clipping, optional EMA, seeded batches, progress, metrics.jsonl, bundles,
+(``meddiff.train.loop``: Adam, warm-up, clipping, optional EMA, seeded batches, progress, metrics.jsonl, bundles,
 resume, loss.png, Ray Train through the context).
 
 One step (the Hugging Face text-to-image training recipe the paper used, Appendix D):
@@ -23,8 +23,8 @@ from torch import nn
 
 from meddiff.config import ExperimentConfig
 from meddiff.diffusion.ema import EMA
-from meddiff.methods.sd_model import KIND, build_sd_model, sd_options
-from meddiff.methods.training import run_loop, setup_run
+from meddiff.methods.sd.model import KIND, build_sd_model, sd_options
+from meddiff.train.loop import run_loop, setup_run
 from meddiff.train.batches import step_generator
 from meddiff.train.context import LocalContext
 

@@ -7,11 +7,11 @@ prompt under shared noise and timesteps), scored with the paper's majority vote,
 uncertainty and early exit from meddiff's own engine.
 
 Modules:
-    sd_model      options (``method_options``), the local pretrained folder, prompts, latents, bundles -> SDModel
-    sd_tiny       ``build_tiny_pipeline``: a tiny random SD folder for tests and CPU presets
-    sd_train      ``train_sd``: the fine-tuning loop (Ray Train through the method registry)
-    sd_engine     adapters that let the classifier engine drive an eps-prediction UNet at DDPM timesteps
-    sd_predictor  ``SDPredictor``: batch scoring, Ray Data actors and serving
+    model      options (``method_options``), the local pretrained folder, prompts, latents, bundles -> SDModel
+    tiny       ``build_tiny_pipeline``: a tiny random SD folder for tests and CPU presets
+    train      ``train_sd``: the fine-tuning loop (Ray Train through the method registry)
+    engine     adapters that let the classifier engine drive an eps-prediction UNet at DDPM timesteps
+    predictor  ``SDPredictor``: batch scoring, Ray Data actors and serving
 
 Simplifications and choices:
 - One data set per run (the paper fine-tuned once on CheXpert + ISIC together); only the UNet is trained, the VAE and
@@ -22,14 +22,16 @@ Simplifications and choices:
 - Draws use t ~ U[t_min, t_max] mapped to timestep floor(t T) (Li et al. use evenly spaced timesteps; with the same
   draws for every class either is a fair comparison) and error = mean squared error of eps (``score.error_target``
   x and v are derived from it).
-- Without real SD weights offline, CPU presets use ``tiny:`` random pipelines (``sd_tiny``): their VAE and text
+- Without real SD weights offline, CPU presets use ``tiny:`` random pipelines (``tiny``): their VAE and text
   encoder are random, so the CPU figures measure the machinery, not what a pretrained SD brings.
 """
 
-from meddiff.methods.sd_model import KIND, SDModel, SDOptions, build_sd_model, load_sd_model, sd_options
-from meddiff.methods.sd_predictor import SDPredictor
-from meddiff.methods.sd_tiny import build_tiny_pipeline
-from meddiff.methods.sd_train import train_sd
+from meddiff.method_registry import Method, register
 
-__all__ = ["KIND", "SDModel", "SDOptions", "SDPredictor", "build_sd_model", "build_tiny_pipeline", "load_sd_model",
-           "sd_options", "train_sd"]
+register(Method(
+    name="sd",
+    train="meddiff.methods.sd.train:train_sd",
+    predictor="meddiff.methods.sd.predictor:SDPredictor",
+    votes=True,
+    description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote (Favero et al.)",
+))

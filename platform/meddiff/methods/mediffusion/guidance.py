@@ -63,7 +63,7 @@ class ClassifierGuidedSampler:
         """Reconstruct images under every class in ``classes`` (default: all).
 
         Args:
-            model: a ``meddiff.methods.mediffusion.MediffusionModel``.
+            model: a ``meddiff.methods.mediffusion.train.MediffusionModel``.
             pixels: [B, channels, image_size, image_size] in [-1, 1]; ids: B image ids (they seed the noise).
         """
         classes = tuple(range(model.num_classes)) if classes is None else tuple(int(c) for c in classes)
@@ -137,3 +137,15 @@ def sample_guided(net: nn.Module, schedule: ShiftedCosineSchedule, x: torch.Tens
         with torch.no_grad():
             z = ancestral_step(z, x_tilde.detach(), lam_t, lam_s, noise)
     return z.reshape((b, k) + shape)
+
+
+def load_counterfactuals(path, cfg, device: torch.device):
+    """The Mediffusion checkpoint at ``path`` with the classifier-guided sampler of ``cfg`` (``meddiff explain``):
+    ``cfg.guidance`` is the classifier-guidance scale s (not a CFG w: a tiny model on phantoms needs 20-100)."""
+    from meddiff.methods.explainer import Counterfactuals
+    from meddiff.methods.mediffusion.train import load_mediffusion_model
+
+    model = load_mediffusion_model(path, device)
+    sampler = ClassifierGuidedSampler(t_start=cfg.t_start, steps=cfg.steps, scale=cfg.guidance, seed=cfg.seed,
+                                      max_batch=max(64, cfg.batch_size * model.num_classes))
+    return Counterfactuals(model, sampler)

@@ -1,5 +1,5 @@
 """The discriminative baseline training loop (the paper's Table 1 classifiers), on the shared loop
-(``meddiff.methods.training.run_loop``) like the diffusion classifier's.
+(``meddiff.train.loop.run_loop``) like the diffusion classifier's.
 
 Steps (paper Appendix B.1/B.2): the paper's augmentations (when ``train.augment``), cross-entropy, Adam with
 ``train.lr`` / ``train.weight_decay`` (paper: 1e-4 for CNNs, 1e-5 for ViT/Swin; weight decay 1e-5 on ISIC, 1e-3 on
@@ -14,7 +14,6 @@ training loss and the val accuracy. Re-running with the same ``output_dir/name``
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddiff.config import ExperimentConfig
-from meddiff.methods.training import run_loop, seeded_init, setup_run, val_batches
+from meddiff.train.loop import evaluate, run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.baseline_model import KIND, build_baseline_model
 from meddiff.train.augment import PAPER_AUGMENTATION
 from meddiff.train.batches import step_generator
@@ -67,18 +66,3 @@ def _validator(setup):
         return {"val_accuracy": val["accuracy"], "val_loss": val["loss"]}
 
     return validate
-
-
-@torch.no_grad()
-def evaluate(network: nn.Module, batches, device: torch.device, amp=None) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``network`` (put in eval mode) over (images [B, C, H, W], labels [B]) batches."""
-    network.eval()
-    loss_sum, hits, n = 0.0, 0, 0
-    for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        with amp or nullcontext():
-            logits = network(images).float()
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        hits += int((logits.argmax(dim=1) == labels).sum())
-        n += labels.numel()
-    return {"loss": loss_sum / max(n, 1), "accuracy": hits / n if n else float("nan"), "images": n}

@@ -1,6 +1,6 @@
 """Mediffusion-style joint diffusion classifier (Mediffusion, arXiv 2411.09434).
 
-One UNet is shared by a denoiser and a classifier (``mediffusion_net.JointUNet``) and trained jointly, semi-supervised:
+One UNet is shared by a denoiser and a classifier (``meddiff.methods.mediffusion.net.JointUNet``) and trained jointly, semi-supervised:
   1. A seeded, class-stratified ``label_fraction`` of the training images keep their labels (paper: 20 %); the others
      are unlabelled (their label is replaced by -1 in every batch).
   2. Every image, labelled or not, gets the platform's diffusion loss (``meddiff.diffusion.loss``: shifted cosine
@@ -13,7 +13,7 @@ One UNet is shared by a denoiser and a classifier (``mediffusion_net.JointUNet``
      The default classifier_t_max 0.5 covers the counterfactual start of chest X-rays (0.3 for skin).
   4. Prediction: the head on the clean image (t = 0): one encoder evaluation per image (nfe 1), prob = softmax,
      uncertainty = normalised softmax entropy, no vote columns. Counterfactuals: classifier guidance with the head's
-     gradient (``mediffusion_guidance``).
+     gradient (``meddiff.methods.mediffusion.guidance``).
 
 Where this simplifies the paper: no latent autoencoder (the diffusion runs on pixels or their Haar DWT, like the rest
 of the platform); the head is a small MLP on the pooled outputs of every down block and the mid block (the paper's
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meddiff.config import DiffusionConfig, ExperimentConfig, ModelConfig, ScoreConfig, from_dict, to_dict
+from meddiff.config import DiffusionConfig, ExperimentConfig, ModelConfig, from_dict, to_dict
 from meddiff.data import Manifest
 from meddiff.diffusion.ema import EMA
 from meddiff.diffusion.loss import min_snr_weight, noise_batch, time_input
@@ -42,13 +42,11 @@ from meddiff.diffusion.model import DiffusionModel
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, schedule_from_config
 from meddiff.diffusion.vparam import v_target
 from meddiff.errors import CheckpointError, ConfigError
-from meddiff.methods.mediffusion_net import JointUNet
-from meddiff.methods.training import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
-from meddiff.models.baseline_model import BaselineModel
+from meddiff.methods.mediffusion.net import JointUNet
+from meddiff.train.loop import evaluate_probs, run_loop, seeded_init, setup_run, val_batches
 from meddiff.models.registry import model_settings
-from meddiff.scoring.predictor import BaselinePredictor
 from meddiff.train.batches import sample_batch, step_generator
-from meddiff.train.checkpoint import load_weights, read_bundle
+from meddiff.bundle import load_weights, read_bundle
 from meddiff.train.context import LocalContext
 
 KIND = "mediffusion"
@@ -249,21 +247,3 @@ def train_mediffusion(cfg: ExperimentConfig, context: LocalContext | None = None
     metadata = dict(model.metadata_fields(), labelled_images=n_labelled)
     return run_loop(setup, network, step_fn, metadata,
                     validate=validate if batches is not None else None, ema=ema)
-
-
-class MediffusionPredictor(BaselinePredictor):
-    """Scores images with the joint model's head on the clean image: softmax, argmax, normalised softmax entropy.
-
-    One (encoder) evaluation per image (``nfe`` 1); the vote columns, ``n_draws`` and ``rule`` stay null. The joint
-    model (for counterfactuals) is ``self.joint``.
-    """
-
-    method = KIND
-
-    def __init__(self, model: MediffusionModel, cfg: ScoreConfig, device: torch.device | None = None) -> None:
-        self.joint = model
-        view = BaselineModel(HeadClassifier(model), model.model_cfg, model.class_names, model.image_size,
-                             model.channels, model.model_id, model.metadata)
-        super().__init__(view, cfg, device)
-
-    _load = staticmethod(load_mediffusion_model)  # Predictor.from_checkpoint: cls(_load(path, device), cfg, device)

@@ -1,0 +1,16 @@
+"""Discriminative baselines (the paper's Table 1: timm CNNs and ViTs with the paper's augmentations).
+
+Modules: ``train`` (cross-entropy on the shared loop ``meddiff.train.loop``), ``predictor`` (softmax scoring); the
+networks come from ``meddiff.models.baselines``. No counterfactuals: a discriminative network cannot re-generate an image.
+"""
+
+from meddiff.method_registry import Method, register
+
+register(Method(
+    name="baseline",
+    train="meddiff.methods.baseline.train:train_baseline",
+    predictor="meddiff.methods.baseline.predictor:BaselinePredictor",
+    votes=False,
+    description="discriminative timm classifier with the paper's augmentations",
+    counterfactual_note="a discriminative classifier cannot re-generate an image under another class",
+))

@@ -1,0 +1,17 @@
+"""DiDiCM-style classifier (Belhasin et al., "Advancing Image Classification with Discrete Diffusion Classification
+Modeling"): a discrete diffusion over the class label given the image.
+
+Modules: ``process`` (the label forward / reverse kernels), ``net`` (DiDiRN), ``train`` (options, model, loss, training
+loop), ``predictor`` (class probabilities or label chains).
+"""
+
+from meddiff.method_registry import Method, register
+
+register(Method(
+    name="didicm",
+    train="meddiff.methods.didicm.train:train_didicm",
+    predictor="meddiff.methods.didicm.predictor:DiDiCMPredictor",
+    votes=False,
+    description="DiDiCM: discrete diffusion over the class label given the image (probabilities or label chains)",
+    counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image",
+))

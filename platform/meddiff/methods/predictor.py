@@ -1,0 +1,111 @@
+"""The predictor interface every method implements, shared by batch scoring (in-process or Ray Data actors), the
+Serve endpoint and the benchmark.
+
+A predictor holds a loaded model and turns manifest rows (or raw pixel batches) into results rows that follow
+``meddiff.scoring.schema``. Each method's predictor (``meddiff.methods.<name>.predictor``) subclasses ``Predictor``;
+``meddiff.methods.load_predictor`` picks the one a checkpoint's metadata ``kind`` asks for. Predictors are plain Python
+objects: Ray wraps them, they never import Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from meddiff.config import ScoreConfig
+from meddiff.device import resolve_device, set_threads
+from meddiff.diffusion.uncertainty import probability_entropy
+from meddiff.scoring import schema as S
+
+
+class Predictor:
+    """What every predictor shares: the loaded model (``self.model`` with class_names, model_id, metadata), the score
+    config, the device, the decoder, and ``predict_rows`` over manifest rows. Subclasses set ``method`` (the checkpoint
+    kind), ``_load`` (path, device -> model) and implement ``predict_pixels``."""
+
+    method = ""
+
+    @staticmethod
+    def _load(path: str | Path, device: torch.device):
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig):
+        set_threads(cfg.num_threads)
+        device = resolve_device(cfg.device)
+        return cls(cls._load(path, device), cfg, device)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The checkpoint's metadata.json (empty for a model that was never saved)."""
+        return self.model.metadata or {}
+
+    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def predict_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score manifest rows (id, label, split, source, path, ...); undecodable rows become error rows."""
+        return predict_manifest_rows(self, rows)
+
+    def probability_rows(self, prob: torch.Tensor, nfe: int | Sequence[int]) -> list[dict[str, Any]]:
+        """Results rows of a classifier that outputs class probabilities ([B, C]; softmax or label-chain counts):
+        argmax prediction, normalised entropy as the uncertainty, ``nfe`` network evaluations per image; the vote
+        columns, ``n_draws`` and ``rule`` stay null."""
+        prob = prob.float().cpu()
+        uncertainty = probability_entropy(prob)
+        pred = prob.argmax(dim=-1)
+        nfes = [nfe] * len(prob) if isinstance(nfe, int) else list(nfe)
+        rows = []
+        for b in range(len(prob)):
+            p = int(pred[b])
+            rows.append({
+                S.PRED: p, S.PRED_NAME: self.class_names[p], S.PRED_VOTE: None, S.PRED_AVERAGE: None, S.VOTES: None,
+                S.PROB: prob[b].tolist(), S.MEAN_ERROR: None, S.UNCERTAINTY: float(uncertainty[b]), S.N_DRAWS: None,
+                S.NFE: int(nfes[b]), S.METHOD: self.method, S.RULE: None, S.MODEL_ID: self.model_id,
+                S.SEED: self.cfg.seed, S.STATUS: S.STATUS_OK, S.CODE_VERSION: self._code_version,
+            })
+        return rows
+
+
+def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decode manifest rows with ``predictor.decoder``, score the decodable ones with ``predictor.predict_pixels`` and
+    return one results row per input row.
+
+    One bad image never fails the batch: its row gets status "error" and the decoder's message.
+    """
+    images, errors = predictor.decoder.decode_batch(rows)
+    good = [i for i, e in enumerate(errors) if e is None]
+    out = [identity_fields(row, predictor.class_names) for row in rows]
+    if good:
+        preds = predictor.predict_pixels(images[good], [str(rows[i]["id"]) for i in good])
+        for i, pred in zip(good, preds):
+            out[i].update(pred)
+    for i, err in enumerate(errors):
+        if err is not None:
+            out[i].update({S.STATUS: S.STATUS_ERROR, S.ERROR: err, S.METHOD: predictor.method,
+                           S.MODEL_ID: predictor.model_id, S.SEED: predictor.cfg.seed,
+                           S.CODE_VERSION: predictor._code_version})
+    return out
+
+
+def identity_fields(row: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """The columns that identify a manifest row: image id, label (-1 when unknown), label name, split, source."""
+    label = row.get("label")
+    label = -1 if label is None or label != label else int(label)
+    return {
+        S.IMAGE_ID: str(row["id"]),
+        S.LABEL: label,
+        S.LABEL_NAME: class_names[label] if 0 <= label < len(class_names) else None,
+        S.SPLIT: row.get("split"),
+        S.SOURCE: row.get("source"),
+    }
