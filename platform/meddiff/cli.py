@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from meddiff.config import STOPPING_RULES
+from meddiff.rules import STOPPING_RULES, scoring_rules
 from meddiff.errors import MeddiffError
 
 
@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--split", choices=["train", "val", "test", "all"])
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--rule", choices=["vote", "average"], help="rule that fills the pred column (both are always stored)")
+    p.add_argument("--rule", choices=scoring_rules(), help="rule that fills the pred column (both are always stored)")
     p.add_argument("--limit", type=int, help="score only the first N images")
-    p.add_argument("--stopping", choices=STOPPING_RULES,
+    p.add_argument("--stopping", choices=tuple(STOPPING_RULES),
                    help="early exit: exact (same predictions as the full vote) or a sequential test at risk --delta")
     p.add_argument("--delta", type=float, help="risk of the sequential stopping rule (default 0.01)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a score value, e.g. score.t_max=0.8")

@@ -23,9 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from meddiff.errors import ConfigError
-
-# score.stopping values; the rules themselves live in meddiff.diffusion.stopping
-STOPPING_RULES = ("none", "exact", "wilson", "wilson_per_look", "hoeffding", "mixture")
+from meddiff.rules import STOPPING_RULES, scoring_rules
 
 
 @dataclass(frozen=True)
@@ -143,14 +141,16 @@ class ScoreConfig:
     t_min/t_max: the draws' t is uniform on [t_min, t_max] (the official code: [0, 1]).
     error_target: what the per-draw error compares: ``eps`` (official code), ``x`` (paper eq. 4) or ``v``.
         Votes are identical for eps and x (the two differ by a per-draw factor shared by all classes); averages are not.
-    rule: the rule whose prediction fills the ``pred`` column: ``vote`` (the paper's) or ``average`` (Li et al.).
+    rule: the rule whose prediction fills the ``pred`` column: ``vote`` (the paper's) or ``average`` (Li et al.);
+        the scoring rules of ``meddiff.rules.CLASSIFICATION_RULES``.
     seed: run seed; every image's noise is seeded from (seed, image id).
     store_draws: keep the per-draw errors and t in the results (needed for the N and t ablations).
     shard_size: images per results file; a shard is the unit of work, of retry and of resume (exactly once).
     limit: score only the first ``limit`` images of the split (0 = all).
     batch_size: images in flight in the continuous-batching engine (slots refilled as images stop).
     stopping: ``none`` (all N draws), ``exact`` (stop when the vote leader cannot be caught: identical predictions),
-        ``wilson``, ``wilson_per_look``, ``hoeffding`` or ``mixture`` (sequential tests at risk ``delta``; see meddiff.diffusion.stopping).
+        ``wilson``, ``wilson_per_look``, ``hoeffding`` or ``mixture`` (sequential tests at risk ``delta``): the names
+        and guarantees are in ``meddiff.rules.STOPPING_RULES``, the tests in ``meddiff.diffusion.stopping``.
     chunk_draws: draws added per image between stopping checks.
     max_batch: denoiser inputs per forward pass (0: 256 on CPU, 2048 on GPU).
     channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).
@@ -179,13 +179,13 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _check(self.shard_size > 0, "score.shard_size", "a positive integer", self.shard_size)
-        _check(self.stopping in STOPPING_RULES, "score.stopping", f"one of {STOPPING_RULES}", self.stopping)
+        _check(self.stopping in STOPPING_RULES, "score.stopping", f"one of {tuple(STOPPING_RULES)}", self.stopping)
         _check(0.0 < self.delta < 1.0, "score.delta", "a risk in (0, 1)", self.delta)
         _check(self.chunk_draws > 0, "score.chunk_draws", "a positive integer", self.chunk_draws)
         _check(self.n_draws > 0, "score.n_draws", "a positive integer", self.n_draws)
         _check(0.0 <= self.t_min < self.t_max <= 1.0, "score.t_min/t_max", "0 <= t_min < t_max <= 1", (self.t_min, self.t_max))
         _check(self.error_target in ("eps", "x", "v"), "score.error_target", "'eps', 'x' or 'v'", self.error_target)
-        _check(self.rule in ("vote", "average"), "score.rule", "'vote' or 'average'", self.rule)
+        _check(self.rule in scoring_rules(), "score.rule", f"one of {scoring_rules()}", self.rule)
         _check(self.split in ("train", "val", "test", "all"), "score.split", "train, val, test or all", self.split)
 
 

@@ -100,11 +100,3 @@ def predictor_class(kind: str, where: str = "checkpoint"):
     if kind not in methods:
         raise CheckpointError(f"{where}: checkpoint kind {kind!r} has no predictor; known kinds are {sorted(methods)}")
     return resolve(methods[kind].predictor)
-
-
-def load_predictor(path, cfg):
-    """The predictor for the checkpoint at ``path`` (bundle, checkpoints/ or run folder), chosen by its metadata kind."""
-    from meddiff.bundle import read_bundle
-
-    kind = read_bundle(path).metadata.get("kind")
-    return predictor_class(kind, str(path)).from_checkpoint(path, cfg)

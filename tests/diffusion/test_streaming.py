@@ -8,6 +8,7 @@ import torch
 from meddiff.diffusion.engine import EngineSpec, draw_errors, summarize
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.schedule import ShiftedCosineSchedule
+from meddiff.errors import ConfigError
 from meddiff.diffusion.stopping import exact_stop, log_mixture_ratio, mixture_stop, should_stop, wilson_bounds
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
 
@@ -122,7 +123,7 @@ def test_wilson_union_bound_over_looks():
     votes = torch.tensor([[n_min - 1, 0], [n_min, 0]])
     stop = should_stop(votes, votes.sum(1), 501, "wilson", 0.01, chunk=1)
     assert stop.tolist() == [False, True]
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown stopping rule 'sprt'"):
         should_stop(votes, votes.sum(1), 501, "sprt")
 
 

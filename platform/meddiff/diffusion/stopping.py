@@ -33,16 +33,18 @@ share's limit (the infinite-N vote); agreement with the finite-N vote is measure
 
 from __future__ import annotations
 
+import importlib
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 from scipy.special import betainc, betaln
 from scipy.stats import norm
 
-from meddiff.config import STOPPING_RULES
+from meddiff.rules import STOPPING_RULES, stopping_rule
 
-RULES = STOPPING_RULES
+RULES = tuple(STOPPING_RULES)  # the names, in the registry's order (``meddiff.rules``)
 
 
 def exact_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int) -> torch.Tensor:
@@ -95,31 +97,86 @@ def looks(n_max: int, chunk: int) -> int:
     return max(1, math.ceil(n_max / max(1, chunk)))
 
 
-def should_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, rule: str, delta: float = 0.01,
-                chunk: int = 1) -> torch.Tensor:
-    """[B, C] votes, [B] draws so far -> [B] bool.
+def no_early_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    """``none``: every image runs to ``n_max`` draws."""
+    return drawn >= n_max
 
-    ``chunk`` is how many draws are added between looks (for the Wilson union bound over looks).
-    """
-    if rule not in RULES:
-        raise ValueError(f"stopping rule {rule!r} is unknown; choose one of {RULES}")
-    stop = drawn >= n_max
-    if rule == "none":
-        return stop
-    stop = stop | exact_stop(votes, drawn, n_max)
-    if rule == "exact" or votes.shape[1] < 2:
-        return stop
+
+def exact_rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    """``exact``: the leader can no longer be caught (or ``n_max`` is reached)."""
+    return exact_stop(votes, drawn, n_max)
+
+
+def sequential(test):
+    """A sequential rule stops when its test accepts the leader, and also whenever ``exact`` does (a single class
+    always stops there: it has no rival to test against)."""
+
+    def rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+        stop = exact_stop(votes, drawn, n_max)
+        return stop if votes.shape[1] < 2 else stop | test(votes, drawn, n_max, delta, chunk)
+
+    rule.__doc__ = test.__doc__
+    return rule
+
+
+def _leader_runner(votes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     order = votes.argsort(dim=1, descending=True)
     lead = votes.gather(1, order[:, :1]).squeeze(1)
     runner = votes.gather(1, order[:, 1:2]).squeeze(1)  # the strongest rival bounds all others
-    if rule in ("wilson", "wilson_per_look"):
-        # two bounds per look (leader, rival), L looks: delta / (2 L) in each one-sided tail (L = 1: per look)
-        z = float(norm.isf(delta / (2 * (looks(n_max, chunk) if rule == "wilson" else 1))))
-        lead_lo, _ = wilson_bounds(lead, drawn, z)
-        _, runner_hi = wilson_bounds(runner, drawn, z)
-        return stop | (lead_lo > runner_hi)
-    if rule == "mixture":
-        return stop | mixture_stop(votes, delta)
+    return lead, runner
+
+
+def _wilson(votes: torch.Tensor, drawn: torch.Tensor, delta: float, n_looks: int) -> torch.Tensor:
+    # two bounds per look (leader, rival), L looks: delta / (2 L) in each one-sided tail (L = 1: per look)
+    z = float(norm.isf(delta / (2 * n_looks)))
+    lead, runner = _leader_runner(votes)
+    lead_lo, _ = wilson_bounds(lead, drawn, z)
+    _, runner_hi = wilson_bounds(runner, drawn, z)
+    return lead_lo > runner_hi
+
+
+@sequential
+def wilson_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    """``wilson``: Wilson bounds separated, at delta / (2 L) per tail for the L planned looks."""
+    return _wilson(votes, drawn, delta, looks(n_max, chunk))
+
+
+@sequential
+def wilson_per_look_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int
+                         ) -> torch.Tensor:
+    """``wilson_per_look``: Wilson bounds separated at delta / 2 per tail, with no correction for looking again."""
+    return _wilson(votes, drawn, delta, 1)
+
+
+@sequential
+def hoeffding_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    """``hoeffding``: anytime-valid Hoeffding intervals of the leader's and the runner-up's shares separated."""
+    lead, runner = _leader_runner(votes)
     n = drawn.to(torch.float64).clamp(min=1)
     r = hoeffding_radius(drawn, delta / 2)
-    return stop | (lead / n - r > runner / n + r)
+    return lead / n - r > runner / n + r
+
+
+@sequential
+def mixture_stop_rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    """``mixture``: the leader's mixture martingale against every rival crossed (C - 1) / delta."""
+    return mixture_stop(votes, delta)
+
+
+_TESTS: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def _test(rule: str) -> Callable[..., torch.Tensor]:
+    """The stopping test the registry entry of ``rule`` names (resolved once)."""
+    if rule not in _TESTS:
+        module, _, attr = stopping_rule(rule).test.partition(":")
+        _TESTS[rule] = getattr(importlib.import_module(module), attr)
+    return _TESTS[rule]
+
+
+def should_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, rule: str, delta: float = 0.01,
+                chunk: int = 1) -> torch.Tensor:
+    """[B, C] votes, [B] draws so far -> [B] bool: the test of the stopping rule ``rule`` (``meddiff.rules``), and
+    every image stops at ``n_max`` draws. ``chunk`` is how many draws are added between looks (for the Wilson union
+    bound over looks)."""
+    return (drawn >= n_max) | _test(rule)(votes, drawn, n_max, delta, chunk)

@@ -15,8 +15,13 @@ from typing import Any, Sequence
 import torch
 
 from meddiff.config import ScoreConfig
-from meddiff.device import resolve_device, set_threads
-from meddiff.diffusion.uncertainty import probability_entropy
+from meddiff.data import ImageDecoder
+from meddiff.device import autocast_dtype, resolve_device, set_threads
+from meddiff.diffusion.streaming import ImageResult
+from meddiff.diffusion.uncertainty import probability_entropy, vote_share
+from meddiff.models.baseline_model import BaselineModel
+from meddiff.provenance import code_version
+from meddiff.rules import classification_rule
 from meddiff.scoring import schema as S
 
 
@@ -75,6 +80,70 @@ class Predictor:
                 S.SEED: self.cfg.seed, S.STATUS: S.STATUS_OK, S.CODE_VERSION: self._code_version,
             })
         return rows
+
+    def vote_row(self, res: ImageResult) -> dict[str, Any]:
+        """The results row of one image a voting classifier scored (``meddiff.diffusion.streaming``): both rules'
+        predictions (``pred`` follows ``score.rule``), votes, vote shares, mean errors, vote-entropy uncertainty,
+        draws and NFE (draws x classes), and the per-draw errors and t when ``score.store_draws``."""
+        p = {S.PRED_VOTE: res.pred_vote, S.PRED_AVERAGE: res.pred_average}[classification_rule(self.cfg.rule).column]
+        row = {
+            S.PRED: p,
+            S.PRED_NAME: self.class_names[p],
+            S.PRED_VOTE: res.pred_vote,
+            S.PRED_AVERAGE: res.pred_average,
+            S.VOTES: res.votes.tolist(),
+            S.PROB: vote_share(res.votes[None])[0].tolist(),
+            S.MEAN_ERROR: res.mean_error.tolist(),
+            S.UNCERTAINTY: res.uncertainty,
+            S.N_DRAWS: res.n_draws,
+            S.NFE: res.n_draws * self.model.num_classes,
+            S.METHOD: self.method,
+            S.RULE: self.cfg.rule,
+            S.MODEL_ID: self.model_id,
+            S.SEED: self.cfg.seed,
+            S.STATUS: S.STATUS_OK,
+            S.CODE_VERSION: self._code_version,
+        }
+        if self.cfg.store_draws:
+            row[S.DRAW_ERRORS] = res.errors.tolist()
+            row[S.DRAW_T] = res.t.tolist()
+        return row
+
+
+class NetworkPredictor(Predictor):
+    """Scores images with a network that outputs class logits (``model.network``; the baselines, and the heads of
+    methods that classify in one pass): softmax probabilities, argmax prediction, softmax entropy.
+
+    One network evaluation per image (``nfe`` 1); the vote columns, ``n_draws`` and ``rule`` stay null.
+    """
+
+    def __init__(self, model: BaselineModel, cfg: ScoreConfig, device: torch.device | None = None) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model.network.to(self.device).eval()
+        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
+        self._code_version = code_version()
+
+    @torch.inference_mode()
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, channels, image_size, image_size] in [-1, 1] -> float32 logits [B, num_classes] (on the CPU)."""
+        x = pixels.to(self.device)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                return self.model.network(x).float().cpu()
+        return self.model.network(x).float().cpu()
+
+    def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Score a batch of decoded images.
+
+        Args:
+            pixels: [B, channels, image_size, image_size] in [-1, 1].
+            ids: B image ids (unused by the network; kept for the interface).
+        Returns: B dicts with the prediction columns of the results schema.
+        """
+        return self.probability_rows(torch.softmax(self.logits(pixels), dim=-1), 1)
 
 
 def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from meddiff.errors import ConfigError
 from meddiff.provenance import code_version
 from meddiff.report import ablation as A
 from meddiff.report import plots
@@ -46,7 +47,7 @@ def build_report(
     runs = [load_run(r) for r in results]
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"runs need distinct names, got {labels}; name them NAME=DIR")
+        raise ConfigError(f"runs need distinct names, got {labels}; name them NAME=DIR")
     tables: dict[str, pd.DataFrame] = {}
     t0 = time.monotonic()
     tables["table1"] = pd.DataFrame([row for run in runs for row in table1_rows(run, n_boot, seed)])

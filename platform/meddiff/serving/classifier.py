@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from meddiff.config import ExplainConfig, ScoreConfig, from_dict
-from meddiff.errors import DataError
+from meddiff.errors import ConfigError, DataError
 from meddiff.scoring import schema as S
 from meddiff.serving.upload import ImageInfo, UploadError, UploadLimits, inspect_image
 
@@ -57,7 +57,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
-            raise ValueError(f"max_batch_size >= 1 and batch_wait_timeout_s >= 0 expected, got {self.max_batch_size}, "
+            raise ConfigError(f"max_batch_size >= 1 and batch_wait_timeout_s >= 0 expected, got {self.max_batch_size}, "
                              f"{self.batch_wait_timeout_s}")
 
     @classmethod

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from meddiff.errors import MeddiffError
+from meddiff.errors import ConfigError, MeddiffError
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 RAW_CONTENT_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/bmp", "image/tiff", "image/webp",
@@ -56,7 +56,7 @@ class UploadLimits:
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.min_side < 1 or self.max_side < self.min_side:
-            raise ValueError(f"UploadLimits: expected max_bytes >= 1 and 1 <= min_side <= max_side, got {self}")
+            raise ConfigError(f"UploadLimits: expected max_bytes >= 1 and 1 <= min_side <= max_side, got {self}")
 
 
 @dataclass(frozen=True)

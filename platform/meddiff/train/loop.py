@@ -35,7 +35,7 @@ from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
-from meddiff.errors import CheckpointError, ConfigError
+from meddiff.errors import CheckpointError, ConfigError, DataError
 from meddiff.progress import Progress
 from meddiff.train.batches import bytes_needed, decode_split, training_batches
 from meddiff.bundle import check_resumable, load_train_state, save_bundle
@@ -94,7 +94,7 @@ def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) ->
     manifest = build_manifest(cfg.data)
     train_m, val_m = manifest.select("train"), manifest.select("val")
     if len(train_m) == 0:
-        raise ValueError(f"data source {cfg.data.source!r} has no training images")
+        raise DataError(f"data source {cfg.data.source!r} has no training images (split 'train' is empty)")
     setup = RunSetup(cfg=cfg, kind=kind, ctx=ctx, device=device,
                      amp_dtype=autocast_dtype(device, cfg.train.precision), run_dir=run_dir,
                      ckpt_dir=ctx.checkpoint_dir(run_dir), manifest=manifest, train_m=train_m, val_m=val_m,

@@ -74,7 +74,7 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
                         f"{diffusion.class_names} ({frozen_path}); use the data set the diffusion model was trained on")
     train_m, val_m = manifest.select("train"), manifest.select("val")
     if len(train_m) == 0:
-        raise ValueError(f"data source {cfg.data.source!r} has no training images")
+        raise DataError(f"data source {cfg.data.source!r} has no training images (split 'train' is empty)")
     fingerprint = manifest.fingerprint()
     decoder = ImageDecoder(cfg.data.image_size, cfg.data.channels)
     candidates = _candidates(diffusion, opts)

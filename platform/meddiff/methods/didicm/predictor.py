@@ -11,12 +11,12 @@ import torch
 
 from meddiff.config import ScoreConfig
 from meddiff.device import resolve_device, set_threads
-from meddiff.methods.baseline.predictor import BaselinePredictor
+from meddiff.methods.predictor import NetworkPredictor
 from meddiff.methods.didicm.train import KIND, DiDiCMModel, load_didicm_model
 from meddiff.models.baseline_model import BaselineModel
 
 
-class DiDiCMPredictor(BaselinePredictor):
+class DiDiCMPredictor(NetworkPredictor):
     """Scores images by the label reverse process: prob = p(c | x) (CP) or chain counts / S (CL), argmax, normalised
     entropy of prob, nfe = network evaluations per image; vote columns, ``n_draws`` and ``rule`` stay null.
 

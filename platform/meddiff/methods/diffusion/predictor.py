@@ -14,11 +14,9 @@ from meddiff.device import autocast_dtype, resolve_device
 from meddiff.diffusion.engine import EngineSpec
 from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.diffusion.noise import image_seed
-from meddiff.diffusion.streaming import ImageResult, StreamSpec, stream_classify
-from meddiff.diffusion.uncertainty import vote_share
+from meddiff.diffusion.streaming import StreamSpec, stream_classify
 from meddiff.methods.predictor import Predictor
 from meddiff.provenance import code_version
-from meddiff.scoring import schema as S
 
 
 class DiffusionPredictor(Predictor):
@@ -64,29 +62,4 @@ class DiffusionPredictor(Predictor):
         x = self.model.to_model_space(pixels.to(self.device))
         items = ((b, x[b], image_seed(self.cfg.seed, str(i))) for b, i in enumerate(ids))
         results = dict(stream_classify(self.model.denoiser, items, self.spec, self.stream))
-        return [self._row(results[b]) for b in range(len(ids))]
-
-    def _row(self, res: ImageResult) -> dict[str, Any]:
-        p = res.pred_vote if self.cfg.rule == "vote" else res.pred_average
-        row = {
-            S.PRED: p,
-            S.PRED_NAME: self.class_names[p],
-            S.PRED_VOTE: res.pred_vote,
-            S.PRED_AVERAGE: res.pred_average,
-            S.VOTES: res.votes.tolist(),
-            S.PROB: vote_share(res.votes[None])[0].tolist(),
-            S.MEAN_ERROR: res.mean_error.tolist(),
-            S.UNCERTAINTY: res.uncertainty,
-            S.N_DRAWS: res.n_draws,
-            S.NFE: res.n_draws * self.model.num_classes,
-            S.METHOD: self.method,
-            S.RULE: self.cfg.rule,
-            S.MODEL_ID: self.model_id,
-            S.SEED: self.cfg.seed,
-            S.STATUS: S.STATUS_OK,
-            S.CODE_VERSION: self._code_version,
-        }
-        if self.cfg.store_draws:
-            row[S.DRAW_ERRORS] = res.errors.tolist()
-            row[S.DRAW_T] = res.t.tolist()
-        return row
+        return [self.vote_row(results[b]) for b in range(len(ids))]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from meddiff.config import ScoreConfig
-from meddiff.methods.baseline.predictor import BaselinePredictor
+from meddiff.methods.predictor import NetworkPredictor
 from meddiff.methods.mediffusion.train import KIND, HeadClassifier, MediffusionModel, load_mediffusion_model
 from meddiff.models.baseline_model import BaselineModel
 
 
-class MediffusionPredictor(BaselinePredictor):
+class MediffusionPredictor(NetworkPredictor):
     """Scores images with the joint model's head on the clean image: softmax, argmax, normalised softmax entropy.
 
     One (encoder) evaluation per image (``nfe`` 1); the vote columns, ``n_draws`` and ``rule`` stay null. The joint

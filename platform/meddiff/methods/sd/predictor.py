@@ -25,10 +25,10 @@ from meddiff.diffusion.streaming import StreamSpec, stream_classify
 from meddiff.methods.sd.engine import PromptUNetDenoiser
 from meddiff.methods.sd.model import KIND, SDModel, load_sd_model
 from meddiff.provenance import code_version
-from meddiff.methods.diffusion.predictor import DiffusionPredictor
+from meddiff.methods.predictor import Predictor
 
 
-class SDPredictor(DiffusionPredictor):
+class SDPredictor(Predictor):
     """The predictor of ``kind: sd`` bundles (same interface and rows as ``DiffusionPredictor``, method ``sd``)."""
 
     method = KIND
@@ -90,4 +90,4 @@ class SDPredictor(DiffusionPredictor):
         x = self.latents(pixels)
         items = ((b, x[b], image_seed(self.cfg.seed, str(i))) for b, i in enumerate(ids))
         results = dict(stream_classify(self.denoiser, items, self.spec, self.stream))
-        return [self._row(results[b]) for b in range(len(ids))]
+        return [self.vote_row(results[b]) for b in range(len(ids))]
