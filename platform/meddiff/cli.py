@@ -46,25 +46,30 @@ def _score_data_config(data_arg: str | None, checkpoint: str):
     return load_config(data_arg).data
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    from meddiff.config import RayConfig, ScoreConfig, apply_overrides, from_dict, load_config, to_dict
-    from meddiff.metrics import format_summary
-    from meddiff.scoring.local import score_checkpoint
+def _job_configs(args: argparse.Namespace, section: str, cls, flags: dict):
+    """(section config, RayConfig) of a score or explain job: the --config file's ``section`` and ``ray`` (defaults
+    without one), then the command's flags that were given, then every --set override."""
+    from meddiff.config import RayConfig, apply_overrides, from_dict, load_config, to_dict
 
     cfg = load_config(args.config) if args.config else None
-    base = {"score": to_dict(cfg.score) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
-    flags = {k: v for k, v in {"n_draws": args.n_draws, "seed": args.seed, "split": args.split,
-                               "batch_size": args.batch_size, "rule": args.rule, "limit": args.limit,
-                               "stopping": args.stopping, "delta": args.delta}.items()
-             if v is not None}
-    base["score"].update(flags)
+    base = {section: to_dict(getattr(cfg, section)) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
+    base[section].update({k: v for k, v in flags.items() if v is not None})
     if args.actors is not None:
         base["ray"]["actors"] = args.actors
     if args.address is not None:
         base["ray"]["address"] = args.address
     raw = apply_overrides(base, _overrides(args.set))
-    score_cfg = from_dict(ScoreConfig, raw["score"], "score")
-    ray_cfg = from_dict(RayConfig, raw["ray"], "ray")
+    return from_dict(cls, raw[section], section), from_dict(RayConfig, raw["ray"], "ray")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from meddiff.config import ScoreConfig
+    from meddiff.metrics import format_summary
+    from meddiff.scoring.local import score_checkpoint
+
+    score_cfg, ray_cfg = _job_configs(args, "score", ScoreConfig, {
+        "n_draws": args.n_draws, "seed": args.seed, "split": args.split, "batch_size": args.batch_size,
+        "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta})
     data_cfg = _score_data_config(args.data, args.checkpoint)
     use_ray = args.ray or args.actors is not None or args.address is not None
     if use_ray:
@@ -137,21 +142,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from meddiff.config import ExplainConfig, RayConfig, apply_overrides, from_dict, load_config, to_dict
+    from meddiff.config import ExplainConfig
     from meddiff.explain.job import explain_results
 
-    cfg = load_config(args.config) if args.config else None
-    base = {"explain": to_dict(cfg.explain) if cfg else {}, "ray": to_dict(cfg.ray) if cfg else {}}
-    flags = {"select": args.select, "t_start": args.t_start, "steps": args.steps, "guidance": args.guidance,
-             "seed": args.seed, "batch_size": args.batch_size}
-    base["explain"].update({k: v for k, v in flags.items() if v is not None})
-    if args.actors is not None:
-        base["ray"]["actors"] = args.actors
-    if args.address is not None:
-        base["ray"]["address"] = args.address
-    raw = apply_overrides(base, _overrides(args.set))
-    explain_cfg = from_dict(ExplainConfig, raw["explain"], "explain")
-    ray_cfg = from_dict(RayConfig, raw["ray"], "ray")
+    explain_cfg, ray_cfg = _job_configs(args, "explain", ExplainConfig, {
+        "select": args.select, "t_start": args.t_start, "steps": args.steps, "guidance": args.guidance,
+        "seed": args.seed, "batch_size": args.batch_size})
     data_cfg = _score_data_config(args.data, args.checkpoint) if args.data else None
     if args.ray or args.actors is not None or args.address is not None:
         from meddiff.raycluster import ray_session

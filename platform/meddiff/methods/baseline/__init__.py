@@ -6,11 +6,6 @@ networks come from ``meddiff.models.baselines``. No counterfactuals: a discrimin
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="baseline",
-    train="meddiff.methods.baseline.train:train_baseline",
-    predictor="meddiff.methods.baseline.predictor:BaselinePredictor",
-    votes=False,
-    description="discriminative timm classifier with the paper's augmentations",
-    counterfactual_note="a discriminative classifier cannot re-generate an image under another class",
-))
+register(Method("baseline", f"{__name__}.train:train_baseline", f"{__name__}.predictor:BaselinePredictor", votes=False,
+                description="discriminative timm classifier with the paper's augmentations",
+                counterfactual_note="a discriminative classifier cannot re-generate an image under another class"))

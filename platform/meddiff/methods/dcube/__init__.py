@@ -27,11 +27,8 @@ on by default (the paper) but off in the chest X-ray preset, where they cost acc
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="dcube",
-    train="meddiff.methods.dcube.loop:train_dcube",
-    predictor="meddiff.methods.dcube.predictor:DCubePredictor",
-    votes=False,
-    description="D-Cube: light classifier on KS-selected hyper-features of a frozen diffusion model (Jang et al.)",
-    counterfactual_note="its head reads a frozen diffusion model's features; explain the frozen diffusion checkpoint instead",
-))
+register(Method("dcube", f"{__name__}.loop:train_dcube", f"{__name__}.predictor:DCubePredictor", votes=False,
+                description="D-Cube: light classifier on KS-selected hyper-features of a frozen diffusion model "
+                            "(Jang et al.)",
+                counterfactual_note="its head reads a frozen diffusion model's features; explain the frozen "
+                                    "diffusion checkpoint instead"))

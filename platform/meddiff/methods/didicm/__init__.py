@@ -7,11 +7,7 @@ loop), ``predictor`` (class probabilities or label chains).
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="didicm",
-    train="meddiff.methods.didicm.train:train_didicm",
-    predictor="meddiff.methods.didicm.predictor:DiDiCMPredictor",
-    votes=False,
-    description="DiDiCM: discrete diffusion over the class label given the image (probabilities or label chains)",
-    counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image",
-))
+register(Method("didicm", f"{__name__}.train:train_didicm", f"{__name__}.predictor:DiDiCMPredictor", votes=False,
+                description="DiDiCM: discrete diffusion over the class label given the image (probabilities or "
+                            "label chains)",
+                counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image"))

@@ -8,11 +8,6 @@ The model and the pure-tensor machinery it stands on live in ``meddiff.diffusion
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="diffusion",
-    train="meddiff.methods.diffusion.train:train_diffusion",
-    predictor="meddiff.methods.diffusion.predictor:DiffusionPredictor",
-    votes=True,
-    description="conditional diffusion model as a majority-vote classifier (Favero et al.)",
-    counterfactual="meddiff.methods.diffusion.counterfactual:load_counterfactuals",
-))
+register(Method("diffusion", f"{__name__}.train:train_diffusion", f"{__name__}.predictor:DiffusionPredictor", votes=True,
+                description="conditional diffusion model as a majority-vote classifier (Favero et al.)",
+                counterfactual=f"{__name__}.counterfactual:load_counterfactuals"))

@@ -7,11 +7,7 @@ the clean image), ``guidance`` (counterfactuals by classifier guidance with the 
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="mediffusion",
-    train="meddiff.methods.mediffusion.train:train_mediffusion",
-    predictor="meddiff.methods.mediffusion.predictor:MediffusionPredictor",
-    votes=False,
-    description="Mediffusion: one UNet for denoising and a classifier head, semi-supervised joint training",
-    counterfactual="meddiff.methods.mediffusion.guidance:load_counterfactuals",
-))
+register(Method("mediffusion", f"{__name__}.train:train_mediffusion", f"{__name__}.predictor:MediffusionPredictor",
+                votes=False,
+                description="Mediffusion: one UNet for denoising and a classifier head, semi-supervised joint training",
+                counterfactual=f"{__name__}.guidance:load_counterfactuals"))

@@ -28,10 +28,6 @@ Simplifications and choices:
 
 from meddiff.method_registry import Method, register
 
-register(Method(
-    name="sd",
-    train="meddiff.methods.sd.train:train_sd",
-    predictor="meddiff.methods.sd.predictor:SDPredictor",
-    votes=True,
-    description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote (Favero et al.)",
-))
+register(Method("sd", f"{__name__}.train:train_sd", f"{__name__}.predictor:SDPredictor", votes=True,
+                description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote "
+                            "(Favero et al.)"))
