@@ -11,14 +11,13 @@ encoding differ.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
-from meddiff.device import autocast_dtype, resolve_device, set_threads
+from meddiff.device import autocast_dtype, resolve_device
 from meddiff.diffusion.engine import EngineSpec
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
@@ -59,11 +58,7 @@ class SDPredictor(Predictor):
             self.denoiser.unet = torch.compile(self.denoiser.unet)
         self._code_version = code_version()
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ScoreConfig) -> "SDPredictor":
-        set_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
-        return cls(load_sd_model(path, device), cfg, device)
+    _load = staticmethod(load_sd_model)  # Predictor.from_checkpoint: cls(_load(path, device), cfg, device)
 
     @torch.inference_mode()
     def latents(self, pixels: torch.Tensor) -> torch.Tensor:
