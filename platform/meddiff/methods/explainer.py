@@ -1,8 +1,8 @@
 """The counterfactual interface every method with counterfactuals implements (``meddiff explain`` runs it).
 
 A method registers ``counterfactual="module:load_counterfactuals"``; that function has the signature
-``load_counterfactuals(path, cfg: ExplainConfig, device: torch.device) -> Counterfactuals`` and binds the loaded model
-to its sampler. The sampler is called as ``sampler(model, pixels [B, C, H, W] in [-1, 1], ids)`` and returns a
+``load_counterfactuals(path, cfg: ExplainConfig, device: torch.device, model=None) -> Counterfactuals`` and binds the
+loaded model (``model``: one already loaded, e.g. the endpoint's predictor's ``generative_model``) to its sampler. The sampler is called as ``sampler(model, pixels [B, C, H, W] in [-1, 1], ids)`` and returns a
 ``meddiff.diffusion.counterfactual.CounterfactualResult`` (reconstructions under every class, errors).
 """
 

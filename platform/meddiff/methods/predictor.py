@@ -55,6 +55,12 @@ class Predictor:
         """The checkpoint's metadata.json (empty for a model that was never saved)."""
         return self.model.metadata or {}
 
+    @property
+    def generative_model(self):
+        """The loaded model a counterfactual sampler of this method can reuse (``meddiff.methods.explainer``), so an
+        endpoint that explains does not load its checkpoint twice; None: load it from the checkpoint."""
+        return self.model
+
     def predict_pixels(self, pixels: torch.Tensor, ids: Sequence[str]) -> list[dict[str, Any]]:
         raise NotImplementedError
 

@@ -124,7 +124,7 @@ class Classifier:
         except UploadError as exc:
             return _error(exc)
         if explain and self.core.explain_cfg is None:
-            return _error(UploadError(400, f"explain=true needs a conditional diffusion checkpoint; this endpoint "
+            return _error(UploadError(400, f"explain=true needs a method with counterfactuals; this endpoint "
                                            f"serves a {self.core.predictor.method!r} model"))
         result = await self.predict_batch((pixels, image_id))
         if explain:

@@ -98,22 +98,25 @@ def explain_config(settings: ServeSettings, checkpoint_meta: Mapping[str, Any], 
 class ImageClassifier:
     """One loaded checkpoint answering single-image requests (a Serve replica holds one)."""
 
-    def __init__(self, predictor, limits: UploadLimits, explain_cfg: ExplainConfig | None = None) -> None:
+    def __init__(self, predictor, limits: UploadLimits, explain_cfg: ExplainConfig | None = None,
+                 checkpoint: str | None = None) -> None:
         self.predictor = predictor
         self.limits = limits
         self.explain_cfg = explain_cfg
-        self._sampler = None
+        self.checkpoint = checkpoint
+        self._counterfactuals = None
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> "ImageClassifier":
-        from meddiff.methods import load_predictor
         from meddiff.bundle import read_bundle
+        from meddiff.methods import get_method, load_predictor
 
         meta = read_bundle(settings.checkpoint).metadata
         cfg = score_config(settings, meta)
         predictor = load_predictor(settings.checkpoint, cfg)
-        explain = explain_config(settings, meta, cfg.seed) if predictor.method == "diffusion" else None
-        return cls(predictor, settings.limits(), explain)
+        method = get_method(predictor.method)
+        explain = explain_config(settings, meta, cfg.seed) if method.counterfactual else None
+        return cls(predictor, settings.limits(), explain, settings.checkpoint)
 
     # --- requests -------------------------------------------------------------------------------------------------
 
@@ -155,17 +158,18 @@ class ImageClassifier:
     def explain(self, pixels: torch.Tensor, image_id: str) -> dict[str, Any]:
         """Counterfactuals of one image under every class: a PNG strip (input, reconstruction per class, difference
         map per class; see ``meddiff.explain.render``) as base64, with the reconstruction errors and the settings."""
-        from meddiff.diffusion.counterfactual import CounterfactualSampler
         from meddiff.explain import render
+        from meddiff.explain.job import counterfactual_loader
 
         if self.explain_cfg is None:
-            raise UploadError(400, f"explain=true needs a conditional diffusion checkpoint; this one is a "
+            raise UploadError(400, f"explain=true needs a method with counterfactuals; this one is a "
                                    f"{self.predictor.method!r} model; call /predict without explain")
         cfg = self.explain_cfg
-        if self._sampler is None:
-            self._sampler = CounterfactualSampler(t_start=cfg.t_start, steps=cfg.steps, guidance=cfg.guidance,
-                                                  seed=cfg.seed)
-        result = self._sampler(self.predictor.model, pixels[None], [image_id])
+        if self._counterfactuals is None:  # the method's sampler (registry), over the model the predictor holds
+            load = counterfactual_loader(self.predictor.method, str(self.checkpoint))
+            self._counterfactuals = load(self.checkpoint, cfg, self.predictor.device,
+                                         model=self.predictor.generative_model)
+        result = self._counterfactuals(pixels[None], [image_id])
         names = self.class_names
         image, recons = result.inputs[0], result.reconstructions[0]
         vmax = render.difference_scale(recons - image[None])

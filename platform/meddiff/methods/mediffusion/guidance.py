@@ -139,13 +139,14 @@ def sample_guided(net: nn.Module, schedule: ShiftedCosineSchedule, x: torch.Tens
     return z.reshape((b, k) + shape)
 
 
-def load_counterfactuals(path, cfg, device: torch.device):
-    """The Mediffusion checkpoint at ``path`` with the classifier-guided sampler of ``cfg`` (``meddiff explain``):
-    ``cfg.guidance`` is the classifier-guidance scale s (not a CFG w: a tiny model on phantoms needs 20-100)."""
+def load_counterfactuals(path, cfg, device: torch.device, model=None):
+    """The Mediffusion checkpoint at ``path`` (or its already loaded joint ``model``) with the classifier-guided
+    sampler of ``cfg`` (``meddiff explain``): ``cfg.guidance`` is the classifier-guidance scale s (not a CFG w: a tiny
+    model on phantoms needs 20-100)."""
     from meddiff.methods.explainer import Counterfactuals
     from meddiff.methods.mediffusion.train import load_mediffusion_model
 
-    model = load_mediffusion_model(path, device)
+    model = model if model is not None else load_mediffusion_model(path, device)
     sampler = ClassifierGuidedSampler(t_start=cfg.t_start, steps=cfg.steps, scale=cfg.guidance, seed=cfg.seed,
                                       max_batch=max(64, cfg.batch_size * model.num_classes))
     return Counterfactuals(model, sampler)

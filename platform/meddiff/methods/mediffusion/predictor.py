@@ -25,4 +25,8 @@ class MediffusionPredictor(NetworkPredictor):
                              model.channels, model.model_id, model.metadata)
         super().__init__(view, cfg, device)
 
-    _load = staticmethod(load_mediffusion_model)  # Predictor.from_checkpoint: cls(_load(path, device), cfg, device)
+    _load = staticmethod(load_mediffusion_model)
+
+    @property
+    def generative_model(self) -> MediffusionModel:
+        return self.joint  # Predictor.from_checkpoint: cls(_load(path, device), cfg, device)
