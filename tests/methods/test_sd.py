@@ -1,8 +1,10 @@
 """Fine-tuned Stable Diffusion classifier (method sd): the offline tiny pipeline and its shapes, the engine adapter,
 a tiny fine-tune whose loss drops on a handful of real PneumoniaMNIST images, bundle save/load with identical
 predictions (also after the tiny folder is rebuilt from its seed), schema-valid vote rows, exact early exit = full-N
-vote, and the command line picking the predictor from the bundle's kind."""
+vote, the command line picking the predictor from the bundle's kind, and counterfactuals by SDEdit with
+classifier-free guidance (sampler and ``meddiff explain`` end to end)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from meddiff.cli import main
-from meddiff.config import ScoreConfig, load_config
+from meddiff.config import ExplainConfig, ScoreConfig, load_config
 from meddiff.data import ImageDecoder, build_manifest
 from meddiff.diffusion.engine import EngineSpec, pair_errors
 from meddiff.diffusion.noise import pair_noise
@@ -251,3 +253,177 @@ def _png_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray((np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# --- counterfactuals: SDEdit with classifier-free guidance in latent space (meddiff.methods.sd.counterfactual) ------
+
+CF_CFG = ExplainConfig(t_start=0.5, steps=3, guidance=2.0, seed=0, batch_size=2, shard_size=2, num_threads=2,
+                       select="extremes:1")
+
+
+@pytest.fixture(scope="module")
+def sd_counterfactuals(overfit_run):
+    from meddiff.methods.sd.counterfactual import load_counterfactuals
+
+    return load_counterfactuals(overfit_run[1], CF_CFG, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def three_images(overfit_run):
+    cfg, _ = overfit_run
+    rows = build_manifest(cfg.data).select("test").frame.to_dict("records")[:3]
+    images, errors = ImageDecoder(32, 1).decode_batch(rows)
+    assert errors == [None] * 3
+    return images, [str(r["id"]) for r in rows]
+
+
+def test_sd_counterfactuals_shapes_determinism_batch_independence_and_t0(sd_counterfactuals, three_images):
+    from meddiff.methods.sd.counterfactual import decode_latents, sdedit_timesteps
+
+    cf, (x, ids) = sd_counterfactuals, three_images
+    assert METHODS["sd"].counterfactual == "meddiff.methods.sd.counterfactual:load_counterfactuals"
+    assert cf.class_names == CLASSES and cf.num_classes == 2 and cf.model.null_embed.shape == (77, 32)
+    assert cf.sampler.max_batch == 64  # max(64, 2 x batch_size x classes)
+    full = cf(x, ids)
+    assert full.inputs.shape == (3, 1, 32, 32) and full.classes == (0, 1)
+    assert full.reconstructions.shape == (3, 2, 1, 32, 32) and full.reconstructions.dtype == torch.float32
+    assert full.reconstructions.device.type == "cpu" and full.reconstructions.abs().max() <= 1.0
+    assert torch.allclose(full.errors, (full.reconstructions - x[:, None]).pow(2).mean(dim=(2, 3, 4)))
+    assert torch.equal(cf(x, ids).reconstructions, full.reconstructions)  # same seed: the same images
+    other = dataclasses.replace(cf.sampler, seed=1)(cf.model, x, ids)
+    assert not torch.allclose(other.reconstructions, full.reconstructions, atol=1e-3)
+    for i in range(3):  # the noise of an image depends on (seed, id) only, not on the batch
+        one = cf(x[i:i + 1], [ids[i]])
+        assert torch.allclose(one.reconstructions[0], full.reconstructions[i], atol=1e-5)
+
+    # t_start = 0: nothing is noised, every class gets the VAE's reconstruction of the input
+    zero = dataclasses.replace(cf.sampler, t_start=0.0)(cf.model, x, ids)
+    with torch.no_grad():
+        vae_rec = decode_latents(cf.model, cf.model.encode(x), 8).mean(dim=1, keepdim=True)
+    for k in range(2):
+        assert torch.allclose(zero.reconstructions[:, k], vae_rec, atol=1e-5)
+
+    # t_start maps to DDPM's timestep floor(t T) as the predictor's; the steps end at 0, repeats dropped
+    schedule = cf.model.schedule
+    assert sdedit_timesteps(0.5, 4, schedule).tolist() == [500, 333, 167, 0]
+    assert sdedit_timesteps(1.0, 2, schedule).tolist() == [999, 0]
+    assert sdedit_timesteps(0.001, 5, schedule).tolist() == [1, 0]
+    assert sdedit_timesteps(0.0, 5, schedule).numel() == 0
+    with pytest.raises(ConfigError, match="t_start"):
+        dataclasses.replace(cf.sampler, t_start=1.5)
+    with pytest.raises(ConfigError, match="out of range"):
+        cf.sampler(cf.model, x, ids, classes=[2])
+
+
+def _row_counter(unet):
+    rows = []
+    handle = unet.register_forward_pre_hook(lambda m, args, kwargs: rows.append(
+        (args[0].shape[0], kwargs["encoder_hidden_states"].clone())), with_kwargs=True)
+    return rows, handle
+
+
+def test_sd_counterfactual_guidance_and_no_null_forward_at_w0(sd_counterfactuals, three_images, overfit_run):
+    from meddiff.methods.sd.counterfactual import load_counterfactuals
+
+    cf, (x, ids) = sd_counterfactuals, three_images
+    rows, handle = _row_counter(cf.model.unet)
+    try:
+        guided = cf(x[:2], ids[:2])
+    finally:
+        handle.remove()
+    assert sum(n for n, _ in rows) == 3 * 2 * 2 * 2  # steps x images x classes x (class, null)
+    null = cf.model.null_embed
+    assert sum(int((ctx == null).all(dim=(1, 2)).sum()) for _, ctx in rows) == 3 * 2 * 2  # one null row per row
+    # the prompts steer the reconstructions apart
+    assert (guided.reconstructions[:, 0] - guided.reconstructions[:, 1]).abs().max() > 1e-3
+
+    plain = load_counterfactuals(overfit_run[1], dataclasses.replace(CF_CFG, guidance=0.0), torch.device("cpu"))
+    assert plain.model.null_embed is None  # w = 0: the empty prompt is not even encoded
+    rows, handle = _row_counter(plain.model.unet)
+    try:
+        out = plain(x[:2], ids[:2])
+    finally:
+        handle.remove()
+    assert sum(n for n, _ in rows) == 3 * 2 * 2 and out.reconstructions.shape == (2, 2, 1, 32, 32)
+    assert not torch.allclose(out.reconstructions, guided.reconstructions, atol=1e-4)
+    with pytest.raises(ConfigError, match="null prompt"):
+        dataclasses.replace(plain.sampler, guidance=1.0)(plain.model, x[:1], ids[:1])
+
+
+class _FakeUNet(torch.nn.Module):
+    """A UNet stand-in with a known eps(z, k, context) = 0.3 z + mean(context); with ``v`` it returns the velocity
+    alpha eps - sigma x_hat of the same prediction."""
+
+    def __init__(self, abar: torch.Tensor, v: bool = False) -> None:
+        super().__init__()
+        self.abar, self.v = abar, v
+
+    def forward(self, z, k, encoder_hidden_states):
+        eps = 0.3 * z + encoder_hidden_states.mean(dim=(1, 2))[:, None, None, None]
+        if not self.v:
+            return dataclasses.make_dataclass("Out", ["sample"])(eps)
+        a = self.abar[k].float().sqrt()[:, None, None, None]
+        s = (1 - self.abar[k]).float().sqrt()[:, None, None, None]
+        return dataclasses.make_dataclass("Out", ["sample"])(a * eps - s * (z - s * eps) / a)
+
+
+def test_sd_counterfactual_tensor_function_shares_noise_and_reads_v_prediction(tiny_folder):
+    from diffusers import DDPMScheduler
+
+    from meddiff.methods.sd.counterfactual import guided_eps, sample_sd_counterfactuals, sdedit_timesteps
+
+    abar = DDPMScheduler.from_pretrained(tiny_folder, subfolder="scheduler").alphas_cumprod
+    schedule = DiscreteLogSNR(abar)
+    x = torch.randn(2, 4, 4, 4)
+    steps = sdedit_timesteps(0.6, 5, schedule)
+    same = torch.zeros(3, 7, 32)  # three classes with the same prompt: the same start and noise give equal rows
+    out = sample_sd_counterfactuals(_FakeUNet(abar), x, [11, 12], same, torch.ones(7, 32), steps, schedule,
+                                    "epsilon", 1.5)
+    assert out.shape == (2, 3, 4, 4, 4) and torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
+    assert not torch.allclose(out[0, 0], out[1, 0])
+    cond = torch.stack([torch.zeros(7, 32), torch.full((7, 32), 0.5)])
+    eps_mode = sample_sd_counterfactuals(_FakeUNet(abar), x, [11, 12], cond, torch.ones(7, 32), steps, schedule,
+                                         "epsilon", 1.5, max_batch=3)
+    v_mode = sample_sd_counterfactuals(_FakeUNet(abar, v=True), x, [11, 12], cond, torch.ones(7, 32), steps, schedule,
+                                       "v_prediction", 1.5)
+    assert torch.allclose(eps_mode, v_mode, atol=1e-4)
+    assert not torch.allclose(eps_mode[:, 0], eps_mode[:, 1])
+    assert torch.equal(guided_eps(torch.ones(2), torch.zeros(2), 0.0), torch.ones(2))
+    assert torch.allclose(guided_eps(torch.ones(2), torch.zeros(2), 7.5), torch.full((2,), 8.5))
+    assert torch.equal(sample_sd_counterfactuals(_FakeUNet(abar), x, [1, 2], cond, None, steps[:0], schedule,
+                                                 "epsilon", 0.0), x[:, None].expand(2, 2, 4, 4, 4))
+
+
+def test_explain_an_sd_run_end_to_end_and_refuse_a_baseline(overfit_run, tmp_path):
+    from PIL import Image
+
+    from meddiff.explain import schema as X
+    from meddiff.explain.job import explain_results, read_index
+    from meddiff.scoring.local import score_checkpoint
+
+    cfg, bundle = overfit_run
+    results = tmp_path / "res"
+    score_checkpoint(bundle, cfg.data, ScoreConfig(n_draws=3, limit=4, shard_size=4, batch_size=4, num_threads=2),
+                     results)
+    out = tmp_path / "explain"
+    run = explain_results(bundle, results, out, CF_CFG)
+    assert run["images"] == 2 and run["explained"] == 2 and run["errors"] == 0
+    index = read_index(out)
+    assert len(index) == 2 * 2 and (index[X.STATUS] == "ok").all()
+    assert index.groupby(X.IMAGE_ID)[X.CLASS].apply(sorted).map(list).tolist() == [[0, 1]] * 2
+    assert (index.groupby(X.IMAGE_ID)[X.FACTUAL].sum() == 1).all()
+    assert (index[X.GUIDANCE] == 2.0).all() and (index[X.STEPS] == 3).all() and (index[X.RECON_ERROR] > 0).all()
+    assert (index[X.MODEL_ID].str.startswith("sd-")).all()
+    for col in (X.INPUT_PNG, X.RECON_PNG, X.DIFF_PNG):
+        for rel in index[col]:
+            with Image.open(out / rel) as im:
+                assert im.size[0] >= 128
+    assert [p.rsplit("/", 1)[-1] for p in run["gallery"]] == ["gallery-01.png"] and (out / "gallery-01.png").is_file()
+
+    # a method without counterfactuals is refused before anything is written
+    fake = save_bundle(tmp_path / "baseline", 1, torch.nn.Linear(1, 1), {
+        "kind": "baseline", "model": {"name": "resnet18"}, "class_names": list(CLASSES), "image_size": 32,
+        "channels": 1})
+    with pytest.raises(CheckpointError, match="'baseline' checkpoint and baseline has no counterfactuals.*sd"):
+        explain_results(fake, results, tmp_path / "refused", CF_CFG)
+    assert not (tmp_path / "refused").exists()

@@ -10,9 +10,9 @@ Steps: 1. select images from the results set (``select``); 2. join them to the c
 pixels; 3. plan shards; 4. explain pending shards in this process or on a Ray Data actor pool (``ray_pipeline``); each
 shard decodes its images, runs the method's counterfactual sampler for every class, writes PNGs and then its index file;
 5. draw the gallery from the whole index. The checkpoint's method provides the sampler (its registry entry's
-``counterfactual``: CFG for the diffusion classifier, classifier guidance for Mediffusion); a method without one is
-refused with its reason. A re-run skips finished shards; a re-run with other sampler settings or
-another model into the same folder is refused, so an index never mixes settings.
+``counterfactual``: CFG for the diffusion classifier and, in latent space, for SD; classifier guidance for
+Mediffusion); a method without one is refused with its reason. A re-run skips finished shards; a re-run with other
+sampler settings or another model into the same folder is refused, so an index never mixes settings.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Modules:
     train      ``train_sd``: the fine-tuning loop (Ray Train through the method registry)
     engine     adapters that let the classifier engine drive an eps-prediction UNet at DDPM timesteps
     predictor  ``SDPredictor``: batch scoring, Ray Data actors and serving
+    counterfactual  ``load_counterfactuals``: SDEdit with classifier-free guidance in latent space (``meddiff explain``)
 
 Simplifications and choices:
 - One data set per run (the paper fine-tuned once on CheXpert + ISIC together); only the UNet is trained, the VAE and
@@ -30,4 +31,5 @@ from meddiff.method_registry import Method, register
 
 register(Method("sd", f"{__name__}.train:train_sd", f"{__name__}.predictor:SDPredictor", votes=True,
                 description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote "
-                            "(Favero et al.)"))
+                            "(Favero et al.)",
+                counterfactual=f"{__name__}.counterfactual:load_counterfactuals"))

@@ -199,6 +199,7 @@ class SDModel:
     frozen_sha256: str
     model_id: str = "untrained"
     metadata: dict[str, Any] | None = None
+    null_embed: torch.Tensor | None = None  # [L, D] the empty prompt "" (classifier-free guidance), when asked for
 
     @property
     def num_classes(self) -> int:
@@ -225,6 +226,8 @@ class SDModel:
         self.unet.to(device)
         self.vae.to(device)
         self.prompt_embeds = self.prompt_embeds.to(device)
+        if self.null_embed is not None:
+            self.null_embed = self.null_embed.to(device)
         return self
 
     @torch.no_grad()
@@ -327,9 +330,11 @@ def _check_size(model: SDModel) -> None:
                           f"repeated), so it must take 3")
 
 
-def load_sd_model(path, device: torch.device | str = "cpu") -> SDModel:
+def load_sd_model(path, device: torch.device | str = "cpu", null_prompt: bool = False) -> SDModel:
     """Rebuild a fine-tuned model from a bundle: the UNet from metadata's config + the bundle's weights, the frozen
-    parts from the pretrained folder (re-resolved here; rebuilt for ``tiny:``), checked against the fingerprint."""
+    parts from the pretrained folder (re-resolved here; rebuilt for ``tiny:``), checked against the fingerprint.
+    ``null_prompt``: also encode the empty prompt "" into ``null_embed`` (classifier-free guidance's null condition)
+    while the text encoder is loaded."""
     from diffusers import UNet2DConditionModel
 
     bundle = read_bundle(path)
@@ -362,5 +367,6 @@ def load_sd_model(path, device: torch.device | str = "cpu") -> SDModel:
         class_names=tuple(meta["class_names"]), prompts=prompts, image_size=int(meta["image_size"]),
         channels=int(meta["channels"]), pretrained=ref, tiny_seed=int(meta.get("tiny_seed") or 0),
         frozen_sha256=fingerprint, model_id=bundle.model_id, metadata=meta,
+        null_embed=encode_prompts(tokenizer, text_encoder, [""], device)[0] if null_prompt else None,
     )
     return model
