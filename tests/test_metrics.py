@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from meddiff import metrics as M
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 def test_basic_metrics():

@@ -10,7 +10,7 @@ import streamlit as st
 
 import meddiff_ui as ui
 from meddiff import results_io as R
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 MAX_OPTIONS = 1000
 CLASS_COLOUR = alt.Color("class:N", scale=alt.Scale(scheme="tableau10"))  # distinct hues, same class = same colour

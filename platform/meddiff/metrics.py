@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
 
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:

@@ -1,8 +1,8 @@
 """Read-side of results for browsing (the dashboard): a results root that nothing outside of can be read from,
 discovery of the results sets and explanation folders under it, and the frames the pages show.
 
-Everything is read through the schema modules (``meddiff.scoring.results`` / ``schema`` for results sets,
-``meddiff.explain.job.read_index`` / ``explain.schema`` for explanations) and every path, including the PNG paths an
+Everything is read through the schema modules (``meddiff.results.store`` / ``schema`` for results sets,
+``meddiff.explain.job.read_index`` / ``results.explain_schema`` for explanations) and every path, including the PNG paths an
 explanation index holds, goes through ``ResultsRoot.resolve``, which refuses anything outside the root (``..``,
 absolute paths elsewhere, symlinks out).
 
@@ -25,8 +25,8 @@ import pandas as pd
 from meddiff import metrics as M
 from meddiff.errors import ResultsError
 from meddiff.method_registry import discover
-from meddiff.scoring import schema as S
-from meddiff.scoring.results import META_FILE, part_files, read_meta, read_results
+from meddiff.results import schema as S
+from meddiff.results.store import META_FILE, part_files, read_meta, read_results
 
 ROOT_ENV = "MEDDIFF_RESULTS_ROOT"
 EXPLAIN_META = "explain.json"  # meddiff.explain.job.META_FILE
@@ -149,7 +149,7 @@ def run_info(root: ResultsRoot, path: Path) -> RunInfo:
 
 
 def load_run(path: Path) -> pd.DataFrame:
-    """All rows of a results set (schema-checked by ``scoring.results.read_results``)."""
+    """All rows of a results set (schema-checked by ``results.store.read_results``)."""
     return read_results(path)
 
 
@@ -327,7 +327,7 @@ def explanation_info(root: ResultsRoot, path: Path) -> ExplanationInfo:
 
 
 def load_explanations(path: Path) -> pd.DataFrame:
-    """The explanation index (``meddiff.explain.schema``, schema-checked by ``explain.job.read_index``)."""
+    """The explanation index (``meddiff.results.explain_schema``, schema-checked by ``explain.job.read_index``)."""
     from meddiff.explain.job import read_index
 
     return read_index(path)
@@ -338,7 +338,7 @@ def gallery_items(root: ResultsRoot, info: ExplanationInfo, index: pd.DataFrame,
     """One item per explained image, in index order: its input PNG, per class the reconstruction and difference PNGs
     (absolute paths, each checked to be under the root) with the reconstruction error, and the scoring beside it
     (label, prediction, uncertainty from the index; votes from the results set when available)."""
-    from meddiff.explain import schema as X
+    from meddiff.results import explain_schema as X
 
     by_id = results.set_index(S.IMAGE_ID) if results is not None and not results.empty else None
     items = []

@@ -10,8 +10,8 @@ import pytest
 from meddiff import metrics as M
 from meddiff import results_io as R
 from meddiff.errors import ResultsError
-from meddiff.explain import schema as X
-from meddiff.scoring import schema as S
+from meddiff.results import explain_schema as X
+from meddiff.results import schema as S
 
 
 def test_root_resolves_inside_and_refuses_outside(results_root, tmp_path):

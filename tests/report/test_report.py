@@ -12,7 +12,7 @@ from meddiff.diffusion.engine import summarize
 from meddiff.report import ablation as A
 from meddiff.report.build import build_report
 from meddiff.report.runs import load_run, record_throughput
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 CLASSES = ["normal", "pneumonia"]
 CKPT = {"kind": "diffusion", "model": {"name": "unet", "params": {"block_out_channels": [16, 32],

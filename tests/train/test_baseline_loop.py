@@ -14,10 +14,10 @@ from meddiff.cli import main
 from meddiff.config import load_config
 from meddiff.data import build_manifest
 from meddiff.errors import CheckpointError, ConfigError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
 from meddiff.methods.baseline.predictor import BaselinePredictor
-from meddiff.scoring.results import read_meta, read_results
+from meddiff.results.store import read_meta, read_results
 from meddiff.methods.baseline.train import train_baseline
 from meddiff.bundle import save_bundle
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.errors import ConfigError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 KINDS = ("uncertain", "certain", "extremes", "errors", "ids", "all")
 SELECTED_COLUMNS = ("image_id", "label", "pred", "uncertainty", "reason")

@@ -2,7 +2,7 @@
 Serve endpoint and the benchmark.
 
 A predictor holds a loaded model and turns manifest rows (or raw pixel batches) into results rows that follow
-``meddiff.scoring.schema``. Each method's predictor (``meddiff.methods.<name>.predictor``) subclasses ``Predictor``;
+``meddiff.results.schema``. Each method's predictor (``meddiff.methods.<name>.predictor``) subclasses ``Predictor``;
 ``meddiff.methods.load_predictor`` picks the one a checkpoint's metadata ``kind`` asks for. Predictors are plain Python
 objects: Ray wraps them, they never import Ray.
 """
@@ -17,7 +17,7 @@ import torch
 from meddiff.config import ScoreConfig
 from meddiff.device import resolve_device, set_threads
 from meddiff.diffusion.uncertainty import probability_entropy
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 class Predictor:

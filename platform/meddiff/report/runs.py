@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from meddiff.errors import ResultsError
-from meddiff.scoring import schema as S
-from meddiff.scoring.results import META_FILE, part_files, read_meta, read_results
+from meddiff.results import schema as S
+from meddiff.results.store import META_FILE, part_files, read_meta, read_results
 
 THROUGHPUT = "throughput"  # meta.json key: {"images", "seconds", "images_per_s", "device", "threads", ...}
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.report.runs import Run
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 COVERAGES = (1.0, 0.8, 0.55)  # the points the paper's Fig. 3 is read at here
 METHOD_NAME = {"diffusion": "DM", "baseline": "baseline", "sd": "SD", "mediffusion": "Mediffusion", "didicm": "DiDiCM",

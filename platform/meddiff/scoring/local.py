@@ -11,7 +11,7 @@ from meddiff.data import Manifest
 from meddiff.errors import DataError
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
-from meddiff.scoring.results import write_meta
+from meddiff.results.store import write_meta
 from meddiff.scoring.shards import plan_shards, score_shard
 
 
@@ -88,7 +88,7 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     image size and channel count, whatever ``data_cfg`` says.
     """
     from meddiff.metrics import summarize_results
-    from meddiff.scoring.results import read_results
+    from meddiff.results.store import read_results
     from meddiff.bundle import read_bundle
 
     bundle = read_bundle(checkpoint)

@@ -25,7 +25,7 @@ from meddiff.config import RayConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
 from meddiff.errors import MeddiffError
 from meddiff.progress import Progress
-from meddiff.scoring.results import write_meta
+from meddiff.results.store import write_meta
 from meddiff.scoring.shards import ShardPlan, plan_shards, score_shard
 
 

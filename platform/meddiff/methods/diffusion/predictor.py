@@ -18,7 +18,7 @@ from meddiff.diffusion.streaming import ImageResult, StreamSpec, stream_classify
 from meddiff.diffusion.uncertainty import vote_share
 from meddiff.methods.predictor import Predictor
 from meddiff.provenance import code_version
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 class DiffusionPredictor(Predictor):

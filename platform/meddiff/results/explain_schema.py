@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 # provenance and status columns mean the same as in the results schema
-from meddiff.scoring.schema import (CODE_VERSION, ERROR, MODEL_ID, STATUS, STATUS_ERROR, STATUS_OK, check_against,  # noqa: F401
+from meddiff.results.schema import (CODE_VERSION, ERROR, MODEL_ID, STATUS, STATUS_ERROR, STATUS_OK, check_against,  # noqa: F401
                                     rows_to_table)
 
 IMAGE_ID = "image_id"
@@ -72,4 +72,4 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 def check_table(table: pa.Table, where: str = "explanation index") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    check_against(table, SCHEMA, where, "meddiff.explain.schema")
+    check_against(table, SCHEMA, where, "meddiff.results.explain_schema")

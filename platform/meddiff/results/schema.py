@@ -91,7 +91,7 @@ def rows_to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:
 
 def check_table(table: pa.Table, where: str = "results") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    check_against(table, SCHEMA, where, "meddiff.scoring.schema")
+    check_against(table, SCHEMA, where, "meddiff.results.schema")
 
 
 def check_against(table: pa.Table, schema: pa.Schema, where: str, module: str) -> None:

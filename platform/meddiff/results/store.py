@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 META_FILE = "meta.json"
 
