@@ -48,7 +48,7 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     assert meta["class_names"] == ["normal", "pneumonia"] and meta["image_size"] == 28 and meta["channels"] == 1
     assert meta["config"]["method"] == "baseline" and meta["data_fingerprint"] and meta["val_images"] == 270
     # the parameter count recorded at training time is the architecture's (the report reads it from here)
-    from meddiff.report.runs import parameter_count_m
+    from meddiff.report.models import parameter_count_m
 
     rebuilt = parameter_count_m({k: v for k, v in meta.items() if k != "parameters"})
     assert meta["parameters"] > 10**5 and rebuilt == meta["parameters"] / 1e6
