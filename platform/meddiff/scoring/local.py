@@ -134,6 +134,7 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
         from meddiff.scoring.ray_pipeline import score_with_ray
 
         run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log)
-    summary = summarize_results(read_results(out_dir), len(bundle.class_names))
+    summary = summarize_results(read_results(out_dir), len(bundle.class_names),
+                                votes=registry_capabilities(bundle.metadata.get("kind")).votes)
     summary.update(run)
     return summary
