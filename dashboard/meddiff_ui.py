@@ -85,12 +85,12 @@ def explanations(root: ResultsRoot, scope: Path) -> list[ExplanationInfo]:
 
 
 @st.cache_data(max_entries=32, show_spinner="Reading results ...")
-def _load_run(path: str, signature: tuple) -> pd.DataFrame:
+def _load_run(path: str, files: tuple) -> pd.DataFrame:
     return open_results(Path(path)).rows
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading explanations ...")
-def _load_explanations(path: str, signature: tuple) -> pd.DataFrame:
+def _load_explanations(path: str, files: tuple) -> pd.DataFrame:
     return read_index(Path(path))
 
 

@@ -68,11 +68,6 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-def empty_row() -> dict:
-    """A row with every column present and null."""
-    return {name: None for name in COLUMNS}
-
-
 def to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts keyed by schema columns; missing keys become null) -> a table with exactly SCHEMA.
 
