@@ -4,7 +4,7 @@
     MEDDIFF_RESULTS_ROOT=runs streamlit run dashboard/app.py
 
 Pages (``views/``; URL paths /, /curves, /gallery, /explorer): runs overview (the Table 1 comparison), accuracy vs uncertainty threshold, counterfactual gallery,
-per-image explorer. The app reads results only through ``meddiff.results_io`` (which reads through the schema
+per-image explorer. The app reads results only through ``meddiff.results`` (which reads through the schema
 modules) and only under the results root; the sidebar narrows it to a sub-folder and refuses paths outside it.
 """
 

@@ -1,6 +1,6 @@
 """Streamlit glue shared by the pages: the results root and sub-folder from the sidebar, and cached reads.
 
-Every read goes through ``meddiff.results_io`` (schema-checked, and refused outside the results root); the caches are
+Every read goes through ``meddiff.results`` (schema-checked, and refused outside the results root); the caches are
 keyed by the files' names, sizes and mtimes, so new shards of a running job show up on the next rerun.
 """
 
@@ -11,8 +11,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from meddiff import results_io as R
 from meddiff.errors import ResultsError
+from meddiff.results.explanations import read_index
+from meddiff.results.gallery import ExplanationInfo, explanation_info
+from meddiff.results.root import OutsideRootError, ResultsRoot, signature
+from meddiff.results.runs import ResultsSet, open_results
 
 SCOPE_KEY = "folder"
 
@@ -20,7 +23,7 @@ SCOPE_KEY = "folder"
 def sidebar_scope() -> None:
     """Sidebar: the results root and a sub-folder to browse; a path outside the root is refused with a message."""
     try:
-        root = R.ResultsRoot.from_env()
+        root = ResultsRoot.from_env()
     except ResultsError as exc:
         st.error(str(exc))
         st.stop()
@@ -33,7 +36,7 @@ def sidebar_scope() -> None:
                                   "under the root it was started with (meddiff dashboard --results DIR).")
     try:
         scope = root.resolve(text)
-    except R.OutsideRootError as exc:
+    except OutsideRootError as exc:
         st.sidebar.error("Refused: outside the results root.")
         st.error(str(exc))
         st.stop()
@@ -45,76 +48,76 @@ def sidebar_scope() -> None:
     st.session_state["_meddiff_scope"] = str(scope)
 
 
-def context() -> tuple[R.ResultsRoot, Path]:
+def context() -> tuple[ResultsRoot, Path]:
     """(root, folder being browsed) as set by ``sidebar_scope`` on this run."""
-    return R.ResultsRoot(st.session_state["_meddiff_root"]), Path(st.session_state["_meddiff_scope"])
+    return ResultsRoot(st.session_state["_meddiff_root"]), Path(st.session_state["_meddiff_scope"])
 
 
 @st.cache_data(ttl=15, show_spinner=False)
 def _run_paths(root: str, scope: str) -> list[str]:
-    return [str(p) for p in R.ResultsRoot(root).find_runs(scope)]
+    return [str(p) for p in ResultsRoot(root).find_runs(scope)]
 
 
 @st.cache_data(ttl=15, show_spinner=False)
 def _explanation_paths(root: str, scope: str) -> list[str]:
-    return [str(p) for p in R.ResultsRoot(root).find_explanations(scope)]
+    return [str(p) for p in ResultsRoot(root).find_explanations(scope)]
 
 
-def runs(root: R.ResultsRoot, scope: Path) -> list[R.RunInfo]:
+def runs(root: ResultsRoot, scope: Path) -> list[ResultsSet]:
     """The results sets under the browsed folder; an unreadable meta.json is reported and skipped."""
     out = []
     for p in _run_paths(str(root.path), str(scope)):
         try:
-            out.append(R.run_info(root, Path(p)))
-        except (ValueError, OSError) as exc:
+            out.append(root.open_run(Path(p)))
+        except (ValueError, OSError, ResultsError) as exc:
             st.warning(f"{p}: cannot read meta.json ({exc}); skipped")
     return out
 
 
-def explanations(root: R.ResultsRoot, scope: Path) -> list[R.ExplanationInfo]:
+def explanations(root: ResultsRoot, scope: Path) -> list[ExplanationInfo]:
     out = []
     for p in _explanation_paths(str(root.path), str(scope)):
         try:
-            out.append(R.explanation_info(root, Path(p)))
-        except (ValueError, OSError, KeyError) as exc:
+            out.append(explanation_info(root, Path(p)))
+        except (ValueError, OSError, KeyError, ResultsError) as exc:
             st.warning(f"{p}: cannot read explain.json ({exc}); skipped")
     return out
 
 
 @st.cache_data(max_entries=32, show_spinner="Reading results ...")
-def _load_run(path: str, signature: tuple) -> pd.DataFrame:
-    return R.load_run(Path(path))
+def _load_run(path: str, files: tuple) -> pd.DataFrame:
+    return open_results(Path(path)).rows
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading explanations ...")
-def _load_explanations(path: str, signature: tuple) -> pd.DataFrame:
-    return R.load_explanations(Path(path))
+def _load_explanations(path: str, files: tuple) -> pd.DataFrame:
+    return read_index(Path(path))
 
 
-def load_run(info: R.RunInfo) -> pd.DataFrame | None:
+def load_run(info: ResultsSet) -> pd.DataFrame | None:
     """A run's rows, cached; a run that fails its schema check is reported (not a traceback) and gives None."""
     try:
-        return _load_run(str(info.path), R.signature(info.path))
+        return _load_run(str(info.path), signature(info.path))
     except (ValueError, OSError, ResultsError) as exc:
         st.error(f"{info.name}: cannot read this results set: {exc}")
         return None
 
 
-def load_explanations(info: R.ExplanationInfo) -> pd.DataFrame | None:
+def load_explanations(info: ExplanationInfo) -> pd.DataFrame | None:
     try:
-        return _load_explanations(str(info.path), R.signature(info.path))
+        return _load_explanations(str(info.path), signature(info.path))
     except (ValueError, OSError, ResultsError) as exc:
         st.error(f"{info.name}: cannot read this explanation index: {exc}")
         return None
 
 
-def no_runs_message(root: R.ResultsRoot, scope: Path) -> None:
+def no_runs_message(root: ResultsRoot, scope: Path) -> None:
     st.info(f"No results sets under `{scope}`. A results set is a folder of shard-*.parquet files plus meta.json "
             f"written by `meddiff score --checkpoint RUN --out {root.path}/<name>` (or `meddiff demo`, which writes "
             f"`runs/<preset>/results/test`).")
 
 
-def runs_or_stop() -> tuple[R.ResultsRoot, Path, list[R.RunInfo]]:
+def runs_or_stop() -> tuple[ResultsRoot, Path, list[ResultsSet]]:
     """(root, browsed folder, its results sets) for a page that needs runs; with none, says how to make one and stops
     the page."""
     root, scope = context()

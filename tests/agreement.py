@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from meddiff.bench.replay import NEAR_TIE, near_tied_draws
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 RTOL = 1e-4  # errors of the same draw computed two ways
 

@@ -6,8 +6,8 @@ import pandas as pd
 from PIL import Image
 
 from meddiff.cli import main
-from meddiff.scoring import schema as S
-from meddiff.scoring.results import read_meta, read_results
+from meddiff.results import schema as S
+from meddiff.results.store import read_meta, read_results
 from tests.agreement import assert_same_scores
 
 TINY = ["--set", "model.params.block_out_channels=[16, 32]", "--set", "model.params.attention=[false, true]"]

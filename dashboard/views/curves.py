@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 import meddiff_ui as ui
-from meddiff import results_io as R
+from meddiff.results.curves import at_threshold, coverage_curve, thin, threshold_curve
+from meddiff.results.runs import scored
 
 st.title("Accuracy vs uncertainty threshold")
 root, scope, infos = ui.runs_or_stop()
@@ -27,14 +28,14 @@ for name in chosen:
     df = ui.load_run(by_name[name])
     if df is None:
         continue
-    if R.scored(df).empty:
+    if scored(df).empty:
         st.warning(f"{name}: no scored, labelled images; nothing to plot")
         continue
     frames[name] = df
 if not frames:
     st.stop()
 # start where about half of the first run's images are kept (with few draws the uncertainty takes few values)
-first = R.scored(next(iter(frames.values())))
+first = scored(next(iter(frames.values())))
 start = float(np.ceil(np.median(first["uncertainty"]) * 100) / 100)
 threshold = st.slider("Uncertainty threshold: keep the images whose uncertainty is at most", 0.0, 1.0,
                       min(max(start, 0.0), 1.0), 0.01, key="threshold",
@@ -42,9 +43,9 @@ threshold = st.slider("Uncertainty threshold: keep the images whose uncertainty 
 
 points, thresholds, coverages = [], [], []
 for name, df in frames.items():
-    points.append({"run": name, **R.at_threshold(df, threshold)})
-    thresholds.append(R.threshold_curve(df).assign(run=name))
-    coverages.append(R.thin(R.coverage_curve(df)).assign(run=name))
+    points.append({"run": name, **at_threshold(df, threshold)})
+    thresholds.append(threshold_curve(df).assign(run=name))
+    coverages.append(thin(coverage_curve(df)).assign(run=name))
 at = pd.DataFrame(points)
 curve = pd.concat(thresholds, ignore_index=True)
 cover = pd.concat(coverages, ignore_index=True)
@@ -53,7 +54,7 @@ cols = st.columns(min(len(at), 4))
 for k, row in at.iterrows():
     col = cols[k % len(cols)]
     if row["kept"] == 0:
-        smallest = R.threshold_curve(frames[row["run"]])["threshold"].min()
+        smallest = threshold_curve(frames[row["run"]])["threshold"].min()
         col.metric(f"{row['run']}", "no image kept",
                    help="no image of this run is as certain as the threshold")
         col.caption(f"raise the threshold to at least {smallest:.2f} (this run's lowest uncertainty)")

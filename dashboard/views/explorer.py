@@ -9,8 +9,9 @@ import altair as alt
 import streamlit as st
 
 import meddiff_ui as ui
-from meddiff import results_io as R
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
+from meddiff.results.image import draws_frame, image_row, vote_share_over_draws, votes_frame
+from meddiff.results.runs import ok_rows
 
 MAX_OPTIONS = 1000
 CLASS_COLOUR = alt.Color("class:N", scale=alt.Scale(scheme="tableau10"))  # distinct hues, same class = same colour
@@ -26,7 +27,7 @@ info = by_name[run_name]
 df = ui.load_run(info)
 if df is None:
     st.stop()
-ok = df[df[S.STATUS] == S.STATUS_OK]
+ok = ok_rows(df)
 failed = len(df) - len(ok)
 if failed:
     with st.expander(f"{failed} image(s) could not be scored"):
@@ -51,7 +52,7 @@ image_id = c2.selectbox(f"Image (most uncertain first; {len(rows)} images"
                         options, index=options.index(wanted_image) if wanted_image in options else 0,
                         key="explorer_image")
 st.query_params.update(run=run_name, image=image_id)  # the address bar links to what is shown
-row = R.image_row(df, image_id)
+row = image_row(df, image_id)
 classes = list(info.class_names)
 name_of = lambda i: classes[i] if i is not None and 0 <= i < len(classes) else "–"
 present = lambda v: v is not None and v == v  # parquet nulls arrive as None or NaN
@@ -72,8 +73,8 @@ if present(row[S.N_DRAWS]):
 else:
     m[4].metric("Network evaluations", f"{int(row[S.NFE])}" if present(row[S.NFE]) else "–")
 
-votes = R.votes_frame(row, classes)
-draws = R.draws_frame(row, classes)
+votes = votes_frame(row, classes)
+draws = draws_frame(row, classes)
 left, right = st.columns(2)
 with left:
     st.markdown("**Votes per class**" if row[S.VOTES] is not None else "**Softmax per class** (a baseline has no votes)")
@@ -89,7 +90,7 @@ with right:
                 "draws and the error per draw cannot be shown. Re-score with score.store_draws=true to see them.")
     else:
         st.markdown("**Vote share after the first k draws**")
-        share = R.vote_share_over_draws(draws)
+        share = vote_share_over_draws(draws)
         line = alt.Chart(share).mark_line().encode(
             x=alt.X("draw:Q", title="draws k"), y=alt.Y("share:Q", title="vote share", scale=alt.Scale(domain=[0, 1])),
             color=CLASS_COLOUR, tooltip=["draw", "class", alt.Tooltip("share:Q", format=".3f")])

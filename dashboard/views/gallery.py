@@ -4,7 +4,7 @@ with the votes and uncertainty it was scored with (``meddiff explain`` writes th
 import streamlit as st
 
 import meddiff_ui as ui
-from meddiff import results_io as R
+from meddiff.results.gallery import gallery_items
 
 PAGE_SIZE = 6
 
@@ -32,7 +32,7 @@ if info.results is not None:
 elif info.results_note:
     st.caption(f"Votes not shown: {info.results_note}.")
 
-items = R.gallery_items(root, info, index, results)
+items = gallery_items(root, info, index, results)
 reasons = sorted({str(i["reason"]) for i in items})
 c1, c2 = st.columns([3, 1])
 shown_reasons = c1.multiselect("Why the image was selected", reasons, placeholder="all", key="gallery_reason")

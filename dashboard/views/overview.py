@@ -3,7 +3,7 @@
 import streamlit as st
 
 import meddiff_ui as ui
-from meddiff import results_io as R
+from meddiff.results.overview import overview_table
 
 st.title("Runs overview")
 root, scope, infos = ui.runs_or_stop()
@@ -21,7 +21,7 @@ if not chosen:
     st.stop()
 
 loaded = [(info, df) for info in chosen if (df := ui.load_run(info)) is not None]
-table = R.overview_table(loaded)
+table = overview_table(loaded)
 if table.empty:
     st.stop()  # every chosen run failed to load; the errors above say why
 

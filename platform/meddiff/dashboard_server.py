@@ -1,6 +1,6 @@
 """``meddiff dashboard``: start the Streamlit app (``dashboard/app.py`` of this checkout) on a results root.
 
-The root is handed to the app in ``MEDDIFF_RESULTS_ROOT``; the app reads only under it (``meddiff.results_io``).
+The root is handed to the app in ``MEDDIFF_RESULTS_ROOT``; the app reads only under it (``meddiff.results.root``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from meddiff.errors import ConfigError
-from meddiff.results_io import ROOT_ENV, ResultsRoot
+from meddiff.results.root import ROOT_ENV, ResultsRoot
 
 APP_ENV = "MEDDIFF_DASHBOARD_APP"
 

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
 
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
+from meddiff.results.runs import ok_rows, scored
 
 
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -95,15 +96,16 @@ def accuracy_at_coverage(
     return float(np.asarray(correct, dtype=np.float64)[order].mean())
 
 
-def summarize_results(df: pd.DataFrame, num_classes: int | None = None) -> dict[str, Any]:
-    """The headline numbers of a results frame (rows with status ok and a known label).
+def summarize_results(df: pd.DataFrame, num_classes: int | None = None, *, votes: bool) -> dict[str, Any]:
+    """The headline numbers of a results frame (rows with status ok and a known label, ``results.runs.scored``).
 
-    Diffusion results: accuracy / F1 / ROC AUC for the vote and the average rule, and the vote's accuracy on the 50 %
-    least uncertain images. Baselines: the same for their single prediction.
+    ``votes`` (the results set's method capabilities, ``meddiff.results.runs``): accuracy / F1 / ROC AUC for the vote
+    and the average rule, and each rule's accuracy on the 50 % least uncertain images. Otherwise the same for the
+    single prediction.
     """
     total = len(df)
-    ok = df[(df[S.STATUS] == S.STATUS_OK)]
-    labelled = ok[ok[S.LABEL] >= 0]
+    ok = ok_rows(df)
+    labelled = scored(df)
     out: dict[str, Any] = {"rows": total, "ok": len(ok), "errors": total - len(ok), "labelled": len(labelled)}
     if labelled.empty:
         return out
@@ -112,7 +114,7 @@ def summarize_results(df: pd.DataFrame, num_classes: int | None = None) -> dict[
     c = num_classes or prob.shape[1]
     unc = labelled[S.UNCERTAINTY].to_numpy()
     out["nfe_per_image"] = float(labelled[S.NFE].mean())
-    if labelled[S.PRED_VOTE].notna().all():
+    if votes:
         mean_err = np.stack(labelled[S.MEAN_ERROR].to_numpy())
         margin = error_margin(mean_err)
         for rule, col, scores in (("vote", S.PRED_VOTE, prob), ("average", S.PRED_AVERAGE, error_scores(mean_err))):

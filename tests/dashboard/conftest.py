@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from meddiff.explain import render
-from meddiff.explain import schema as X
-from meddiff.scoring import schema as S
-from meddiff.scoring.results import write_meta
+from meddiff.results import explain_schema as X
+from meddiff.results import schema as S
+from meddiff.results.store import write_meta
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"

@@ -9,8 +9,8 @@ import pytest
 from sklearn.metrics import f1_score
 from streamlit.testing.v1 import AppTest
 
-from meddiff.results_io import ROOT_ENV
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
+from meddiff.results.root import ROOT_ENV
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 UNET, DIT, RES = "runs/unet/results/test", "runs/dit/results/test", "runs/resnet18/results/test"

@@ -8,8 +8,9 @@ from PIL import Image
 
 from meddiff.config import ExplainConfig, RayConfig
 from meddiff.errors import ResultsError
-from meddiff.explain import schema as X
-from meddiff.explain.job import explain_results, read_index
+from meddiff.explain.job import explain_results
+from meddiff.results import explain_schema as X
+from meddiff.results.explanations import read_index
 
 CFG = ExplainConfig(t_start=0.5, steps=3, guidance=2.0, select="extremes:2", batch_size=2, shard_size=2, num_threads=2)
 

@@ -6,7 +6,7 @@ import pytest
 
 from meddiff.errors import ConfigError
 from meddiff.explain.select import parse_selection, select_images
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 def results() -> pd.DataFrame:

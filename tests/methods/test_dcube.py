@@ -26,9 +26,9 @@ from meddiff.methods.dcube.losses import consistency_loss, contrastive_loss, cyc
 from meddiff.methods.dcube.model import DCubeModel, load_dcube_model, metadata_fields
 from meddiff.methods.dcube.predictor import DCubePredictor
 from meddiff.methods.dcube.selection import LayerKS, layer_gaussianity, rank_layers, select_layers
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 from meddiff.bundle import save_bundle
 
 PRESET = "dcube-pneumonia"

@@ -18,9 +18,9 @@ from meddiff.methods.didicm import process as P
 from meddiff.methods.didicm.predictor import DiDiCMPredictor
 from meddiff.methods.didicm.train import DiDiCMOptions, train_didicm
 from meddiff.methods.didicm.net import DiDiRN, DiDiRNConfig
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 from safetensors.torch import load_file
 
 PRESET = "didicm-pneumonia"

@@ -25,9 +25,9 @@ from meddiff.methods.mediffusion.train import (
 from meddiff.methods.mediffusion.guidance import ClassifierGuidedSampler
 from meddiff.models.unet import UNetConfig
 from meddiff.methods.mediffusion.net import JointUNet
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 
 PRESET = "mediffusion-pneumonia"
 TINY_UNET = {"block_out_channels": [16, 32], "attention": [False, True], "norm_num_groups": 8}

@@ -26,9 +26,9 @@ from meddiff.methods.sd.tiny import build_tiny_pipeline
 from meddiff.methods.sd.train import train_sd
 from meddiff.methods.sd.engine import DiscreteLogSNR, PromptUNetDenoiser
 from meddiff.methods.sd.model import class_prompts, resolve_pretrained
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 from meddiff.bundle import save_bundle
 from tests.agreement import near_tied
 

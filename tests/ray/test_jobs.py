@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 pytestmark = pytest.mark.ray
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from meddiff.config import RayConfig, ScoreConfig, config_from_json
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.scoring.local import score_checkpoint
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 from meddiff.bundle import read_bundle
 from tests.agreement import assert_same_scores
 

@@ -3,9 +3,9 @@
 import pytest
 
 from meddiff.config import RayConfig, ScoreConfig, config_from_json
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.scoring.local import score_checkpoint
-from meddiff.scoring.results import read_meta, read_results
+from meddiff.results.store import read_meta, read_results
 from meddiff.bundle import read_bundle
 from tests.agreement import assert_same_scores
 
@@ -29,6 +29,9 @@ def test_ray_scoring_equals_in_process_and_is_exactly_once(ray_local, tiny_check
     # the same draws, scored in other processes with other thread counts (tests/agreement.py)
     assert_same_scores(local_df, ray_df)
     assert read_meta(tmp_path / "ray")["model_id"] == read_bundle(tiny_checkpoint).model_id
+    rec = read_meta(tmp_path / "ray")["throughput"]  # the job's own figure, for the report
+    assert (rec["images"], rec["workers"], rec["device"]) == (48, 2, "cpu") and rec["threads"] >= 1
+    assert rec["seconds"] == on_ray["seconds"] and rec["images_per_s"] == 48 / on_ray["seconds"]
     # one actor gives the same rows as two
     one = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), SCORE, tmp_path / "one",
                            ray_cfg=RayConfig(actors=1, threads_per_actor=2))

@@ -11,8 +11,10 @@ import torch
 from meddiff.diffusion.engine import summarize
 from meddiff.report import ablation as A
 from meddiff.report.build import build_report
-from meddiff.report.runs import load_run, record_throughput
-from meddiff.scoring import schema as S
+from meddiff.report.models import draw_logsnr
+from meddiff.results import schema as S
+from meddiff.results.runs import load
+from meddiff.scoring.local import finish_meta
 
 CLASSES = ["normal", "pneumonia"]
 CKPT = {"kind": "diffusion", "model": {"name": "unet", "params": {"block_out_channels": [16, 32],
@@ -70,13 +72,13 @@ def write_baseline_results(folder, m=40):
 
 def test_replays_agree_with_the_engine_and_targets_only_change_averages(tmp_path):
     y, t, err, res = write_diffusion_results(tmp_path / "dm")
-    run = load_run(tmp_path / "dm", count_params=False)
+    run = load(tmp_path / "dm")
     assert len(run.frame) == 40 and run.total_rows == 41 and run.has_draws
     e = run.draw_errors()
     assert e.shape == (40, 2, 9)
     full = A.weighted_rules(e)
     assert full.vote.tolist() == res.pred_vote.tolist() and full.average.tolist() == res.pred_average.tolist()
-    lam = run.draw_logsnr()
+    lam = draw_logsnr(run)
     x = A.retarget(e, lam, "x")
     assert np.allclose(x, e * np.exp(-lam)[:, None, :])
     assert np.allclose(A.to_eps_errors(x, lam, "x"), e) and np.allclose(A.to_eps_errors(A.retarget(e, lam, "v"), lam, "v"), e)
@@ -99,7 +101,7 @@ def test_replays_agree_with_the_engine_and_targets_only_change_averages(tmp_path
 def test_report_on_written_results(tmp_path):
     write_diffusion_results(tmp_path / "dm")
     write_baseline_results(tmp_path / "rn")
-    record_throughput(tmp_path / "rn", images=40, seconds=2.0, device="cpu")
+    finish_meta(tmp_path / "rn", images=40, seconds=2.0, device="cpu", threads=2)  # what a scoring job records
     notes = tmp_path / "notes.md"
     notes.write_text("## Finding\nThe vote wins here.")
     out = build_report([str(tmp_path / "dm"), f"resnet={tmp_path / 'rn'}"], tmp_path / "report", notes=notes,

@@ -1,7 +1,7 @@
 import pytest
 
-from meddiff.scoring import schema as S
-from meddiff.scoring.results import read_results
+from meddiff.results import schema as S
+from meddiff.results.store import read_results
 
 
 def _row(i, status="ok"):

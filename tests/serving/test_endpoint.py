@@ -20,9 +20,9 @@ from tests.agreement import assert_same_image
 from tests.servers import free_port, running_server
 
 from meddiff.config import config_from_json
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.scoring.local import score_checkpoint
-from meddiff.scoring.results import read_results
+from meddiff.results.store import read_results
 from meddiff.bundle import read_bundle
 
 pytestmark = pytest.mark.ray

@@ -14,10 +14,10 @@ from meddiff.cli import main
 from meddiff.config import load_config
 from meddiff.data import build_manifest
 from meddiff.errors import CheckpointError, ConfigError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.methods import load_predictor
 from meddiff.methods.baseline.predictor import BaselinePredictor
-from meddiff.scoring.results import read_meta, read_results
+from meddiff.results.store import read_meta, read_results
 from meddiff.methods.baseline.train import train_baseline
 from meddiff.bundle import save_bundle
 
@@ -48,7 +48,7 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     assert meta["class_names"] == ["normal", "pneumonia"] and meta["image_size"] == 28 and meta["channels"] == 1
     assert meta["config"]["method"] == "baseline" and meta["data_fingerprint"] and meta["val_images"] == 270
     # the parameter count recorded at training time is the architecture's (the report reads it from here)
-    from meddiff.report.runs import parameter_count_m
+    from meddiff.report.models import parameter_count_m
 
     rebuilt = parameter_count_m({k: v for k, v in meta.items() if k != "parameters"})
     assert meta["parameters"] > 10**5 and rebuilt == meta["parameters"] / 1e6

@@ -2,7 +2,7 @@
 
     <out>/explain.json          what was explained: checkpoint, results set, sampler settings, selection
     <out>/index/_plan.json      the shard plan (``meddiff.scoring.shards``): the selected manifest rows cut into shards
-    <out>/index/shard-<k>.parquet  one index file per shard (``meddiff.explain.schema``), written by an atomic rename
+    <out>/index/shard-<k>.parquet  one index file per shard (``meddiff.results.explain_schema``), written by an atomic rename
     <out>/png/<image>/...       input.png, recon-<c>-<name>.png, diff-<c>-<name>.png (see ``render``)
     <out>/gallery-<p>.png       contact sheets of every explained image
 
@@ -24,21 +24,19 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meddiff.config import ExplainConfig, to_dict
 from meddiff.data import ImageDecoder
 from meddiff.errors import CheckpointError, DataError, ResultsError
 from meddiff.explain import render
-from meddiff.explain import schema as X
 from meddiff.explain.select import select_images
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
+from meddiff.results import explain_schema as X
+from meddiff.results.explanations import INDEX_DIR, META_FILE, read_index
 from meddiff.scoring.shards import ShardPlan, plan_shards, read_slice
 
-META_FILE = "explain.json"
-INDEX_DIR = "index"
 # explain.json keys that must match for a re-run to continue a folder
 _SETTINGS = ("t_start", "steps", "guidance", "seed")
 
@@ -159,26 +157,12 @@ def explain_shard(explainer: Explainer, plan: ShardPlan, shard: int, on_batch: C
     return {"shard": shard, "images": len(rows), "rows": len(out), "errors": errors, "seconds": time.monotonic() - t0}
 
 
-def read_index(out_dir: str | Path) -> pd.DataFrame:
-    """All index shards of an explanation folder as one frame (schema-checked), in image-then-class order."""
-    files = sorted((Path(out_dir) / INDEX_DIR).glob("shard-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{out_dir}: no explanation index (expected {INDEX_DIR}/shard-*.parquet written by "
-                                f"meddiff explain)")
-    tables = []
-    for f in files:
-        t = pq.read_table(f)
-        X.check_table(t, str(f))
-        tables.append(t)
-    return pa.concat_tables(tables).to_pandas()
-
-
 def selection_frame(checkpoint_meta: dict[str, Any], results_dir: str | Path, cfg: ExplainConfig,
                     data_cfg=None) -> pd.DataFrame:
     """The selected images as manifest rows (manifest columns + pred, uncertainty, reason), in selection order."""
     from meddiff.config import config_from_json
     from meddiff.scoring.local import checkpoint_manifest
-    from meddiff.scoring.results import read_meta, read_results
+    from meddiff.results.store import read_meta, read_results
 
     meta = read_meta(results_dir)
     if meta.get("class_names") and tuple(meta["class_names"]) != tuple(checkpoint_meta["class_names"]):

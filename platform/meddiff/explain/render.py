@@ -108,7 +108,7 @@ def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 8) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from meddiff.explain import schema as X
+    from meddiff.results import explain_schema as X
 
     for stale in out_dir.glob("gallery-*.png"):  # a re-run draws every page again; none may be left from before
         stale.unlink()
@@ -147,7 +147,7 @@ def contact_sheet(index, out_dir: Path, title: str, rows_per_page: int = 8) -> l
 
 
 def _caption_input(row, names: dict) -> str:
-    from meddiff.explain import schema as X
+    from meddiff.results import explain_schema as X
 
     iid = str(row[X.IMAGE_ID])
     short = iid if len(iid) <= 18 else "..." + iid[-15:]

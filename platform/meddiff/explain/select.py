@@ -19,7 +19,8 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.errors import ConfigError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
+from meddiff.results.runs import ok_rows
 
 KINDS = ("uncertain", "certain", "extremes", "errors", "ids", "all")
 SELECTED_COLUMNS = ("image_id", "label", "pred", "uncertainty", "reason")
@@ -77,7 +78,7 @@ def _certainty_tiebreak(df: pd.DataFrame) -> np.ndarray:
 def select_images(results: pd.DataFrame, selection: Selection | str) -> pd.DataFrame:
     """The selected rows of a results frame, in selection order, with columns SELECTED_COLUMNS (ids are unique)."""
     sel = parse_selection(selection) if isinstance(selection, str) else selection
-    ok = results[results[S.STATUS] == S.STATUS_OK].reset_index(drop=True)
+    ok = ok_rows(results).reset_index(drop=True)
     order = M.certainty_order(ok[S.UNCERTAINTY].to_numpy(dtype=np.float64), _certainty_tiebreak(ok))  # most certain first
     picks: list[tuple[int, str]] = []
     if sel.kind in ("certain", "extremes"):

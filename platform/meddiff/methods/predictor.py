@@ -2,7 +2,7 @@
 Serve endpoint and the benchmark.
 
 A predictor holds a loaded model and turns manifest rows (or raw pixel batches) into results rows that follow
-``meddiff.scoring.schema``. Each method's predictor (``meddiff.methods.<name>.predictor``) subclasses ``Predictor``;
+``meddiff.results.schema``. Each method's predictor (``meddiff.methods.<name>.predictor``) subclasses ``Predictor``;
 ``meddiff.methods.load_predictor`` picks the one a checkpoint's metadata ``kind`` asks for. Predictors are plain Python
 objects: Ray wraps them, they never import Ray.
 """
@@ -22,7 +22,7 @@ from meddiff.diffusion.uncertainty import probability_entropy, vote_share
 from meddiff.models.baseline_model import BaselineModel
 from meddiff.provenance import code_version
 from meddiff.rules import classification_rule
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 
 class Predictor:

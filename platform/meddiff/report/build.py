@@ -23,9 +23,10 @@ from meddiff.errors import ConfigError
 from meddiff.provenance import code_version
 from meddiff.report import ablation as A
 from meddiff.report import plots
-from meddiff.report.runs import Run, load_run
+from meddiff.report.models import describe
 from meddiff.report.table import calibration_frame, confusion_frame, coverage_frame, table1_rows
 from meddiff.report.vote_average import gap_frame, replay
+from meddiff.results.runs import ResultsSet, load
 
 
 def build_report(
@@ -44,20 +45,21 @@ def build_report(
     log = log or (lambda _: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(r) for r in results]
-    labels = [r.label for r in runs]
+    runs = [load(r) for r in results]
+    labels = [r.name for r in runs]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"runs need distinct names, got {labels}; name them NAME=DIR")
     tables: dict[str, pd.DataFrame] = {}
     t0 = time.monotonic()
-    tables["table1"] = pd.DataFrame([row for run in runs for row in table1_rows(run, n_boot, seed)])
+    infos = {r.name: describe(r) for r in runs}
+    tables["table1"] = pd.DataFrame([row for run in runs for row in table1_rows(run, infos[run.name], n_boot, seed)])
     tables["coverage"] = pd.concat([coverage_frame(r) for r in runs], ignore_index=True)
     tables["calibration"] = pd.concat([calibration_frame(r) for r in runs], ignore_index=True)
     tables["confusion"] = pd.concat([confusion_frame(r) for r in runs], ignore_index=True)
     log(f"[report] Table 1 and curves of {len(runs)} run(s) in {time.monotonic() - t0:.1f}s")
     with_draws = [r for r in runs if r.has_draws]
-    n_common = min(r.info["n_draws"] for r in with_draws) if len(with_draws) > 1 else None
-    replays = [replay(r, repeats=repeats, seed=seed, n_common=n_common) for r in with_draws]
+    n_common = min(infos[r.name]["n_draws"] for r in with_draws) if len(with_draws) > 1 else None
+    replays = [replay(r, infos[r.name], repeats=repeats, seed=seed, n_common=n_common) for r in with_draws]
     if replays:
         for key in replays[0]:
             tables[key if key != "summary" else "vote_vs_average"] = pd.concat([r[key] for r in replays],
@@ -78,7 +80,7 @@ def build_report(
         figures["t_ablation"] = plots.t_ablation_plot(tables["t_buckets"], tables["t_ranges"], out / "t_ablation.png")
         figures["vote_vs_average"] = plots.gap_plot(tables["gaps"], tables["vote_vs_average"],
                                                     out / "vote_vs_average.png")
-    text = markdown(runs, tables, figures, Path(notes).read_text() if notes else None, n_boot)
+    text = markdown(runs, infos, tables, figures, Path(notes).read_text() if notes else None, n_boot)
     report = out / "report.md"
     report.write_text(text)
     log(f"[report] {report} ({len(figures)} figures) in {time.monotonic() - t0:.1f}s")
@@ -134,14 +136,14 @@ def _ci(row, name: str, pct: bool) -> str:
     return f"{f(row[name])} [{f(row[name + '_lo'])}, {f(row[name + '_hi'])}]"
 
 
-def markdown(runs: list[Run], tables: dict[str, pd.DataFrame], figures: dict[str, Path], notes: str | None,
+def markdown(runs: list[ResultsSet], infos: dict[str, dict[str, Any]], tables: dict[str, pd.DataFrame], figures: dict[str, Path], notes: str | None,
              n_boot: int = 1000) -> str:
     t1 = tables["table1"]
     out = ["# meddiff comparison report", "",
            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by {code_version()} from {len(runs)} results set(s):", ""]
     for r in runs:
-        out.append(f"- **{r.label}**: `{r.path}` ({r.method}, {r.info['dataset']}, {len(r.frame)} labelled images, "
-                   f"model {r.info['model_id']})")
+        out.append(f"- **{r.name}**: `{r.path}` ({r.method}, {infos[r.name]['dataset']}, {len(r.frame)} labelled "
+                   f"images, model {infos[r.name]['model_id']})")
     out += ["", "## Table 1", "",
             "Accuracy and ROC AUC in %, F1 as a fraction; 95 % percentile-bootstrap confidence intervals over images "
             f"({n_boot} resamples). A diffusion run gives one row per decision rule (both are computed from the same draws). "

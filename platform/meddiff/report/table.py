@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from meddiff import metrics as M
-from meddiff.report.runs import Run
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
+from meddiff.results.runs import ResultsSet
 
 COVERAGES = (1.0, 0.8, 0.55)  # the points the paper's Fig. 3 is read at here
 METHOD_NAME = {"diffusion": "DM", "baseline": "baseline", "sd": "SD", "mediffusion": "Mediffusion", "didicm": "DiDiCM",
@@ -41,10 +41,11 @@ class RuleView:
     confidence: np.ndarray | None
 
 
-def rule_views(run: Run) -> list[RuleView]:
+def rule_views(run: ResultsSet) -> list[RuleView]:
+    """The rules of a run: vote and average for a method that votes (meta.json's capabilities), else its softmax."""
     df = run.frame
     prob = np.stack(df[S.PROB].to_numpy()).astype(np.float64)
-    if not run.is_diffusion:
+    if not run.votes:
         return [RuleView("softmax", df[S.PRED].to_numpy().astype(int), prob, df[S.UNCERTAINTY].to_numpy(np.float64),
                          prob.max(axis=1), prob.max(axis=1))]
     mean_err = np.stack(df[S.MEAN_ERROR].to_numpy()).astype(np.float64)
@@ -57,11 +58,11 @@ def rule_views(run: Run) -> list[RuleView]:
     ]
 
 
-def table1_rows(run: Run, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
-    """Table 1 rows of a run: accuracy, F1 and ROC AUC with percentile-bootstrap 95 % CIs, sensitivity/specificity,
-    accuracy at 100/80/55 % coverage, AURC, ECE, N, NFE per image and images/s."""
+def table1_rows(run: ResultsSet, info: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Table 1 rows of a run (``info``: its ``report.models.describe``): accuracy, F1 and ROC AUC with
+    percentile-bootstrap 95 % CIs, sensitivity/specificity, accuracy at 100/80/55 % coverage, AURC, ECE, N, NFE per
+    image and images/s."""
     y, c = run.y, run.num_classes
-    info = run.info
     rows = []
     for view in rule_views(run):
         correct = view.pred == y
@@ -69,7 +70,7 @@ def table1_rows(run: Run, n_boot: int = 1000, seed: int = 0) -> list[dict[str, A
         f1 = M.binary_f1 if c == 2 else (lambda a, b: M.f1(a, b, c))
         auc = M.binary_auc if c == 2 else M.roc_auc
         row: dict[str, Any] = {
-            "run": run.label, "method": method_label(run.method, view.rule), "rule": view.rule, "backbone": info["backbone"],
+            "run": run.name, "method": method_label(run.method, view.rule), "rule": view.rule, "backbone": info["backbone"],
             "params_m": info["params_m"], "dataset": info["dataset"], "images": len(y),
             "accuracy": M.accuracy(y, view.pred), "f1": M.f1(y, view.pred, c), "auc": M.roc_auc(y, view.scores),
         }
@@ -89,27 +90,27 @@ def table1_rows(run: Run, n_boot: int = 1000, seed: int = 0) -> list[dict[str, A
     return rows
 
 
-def coverage_frame(run: Run) -> pd.DataFrame:
+def coverage_frame(run: ResultsSet) -> pd.DataFrame:
     """Accuracy-vs-coverage curves of every rule of a run (Fig. 3): run, rule, k, coverage, accuracy, threshold."""
     parts = []
     for view in rule_views(run):
         curve = M.coverage_curve(view.pred == run.y, view.uncertainty, view.tiebreak)
-        parts.append(curve.assign(run=run.label, rule=view.rule, dataset=run.info["dataset"]))
+        parts.append(curve.assign(run=run.name, rule=view.rule, dataset=run.dataset))
     return pd.concat(parts, ignore_index=True)
 
 
-def calibration_frame(run: Run, n_bins: int = 10) -> pd.DataFrame:
-    parts = [M.calibration_bins(v.pred == run.y, v.confidence, n_bins).assign(run=run.label, rule=v.rule)
+def calibration_frame(run: ResultsSet, n_bins: int = 10) -> pd.DataFrame:
+    parts = [M.calibration_bins(v.pred == run.y, v.confidence, n_bins).assign(run=run.name, rule=v.rule)
              for v in rule_views(run) if v.confidence is not None]
     return pd.concat(parts, ignore_index=True)
 
 
-def confusion_frame(run: Run) -> pd.DataFrame:
+def confusion_frame(run: ResultsSet) -> pd.DataFrame:
     """Long confusion counts: run, rule, true, pred, count (class indices; names in ``true_name``/``pred_name``)."""
     names = run.class_names or tuple(str(i) for i in range(run.num_classes))
     rows = []
     for view in rule_views(run):
         cm = M.confusion_matrix(run.y, view.pred, run.num_classes)
-        rows += [{"run": run.label, "rule": view.rule, "true": i, "pred": j, "true_name": names[i], "pred_name": names[j],
+        rows += [{"run": run.name, "rule": view.rule, "true": i, "pred": j, "true_name": names[i], "pred_name": names[j],
                   "count": int(cm[i, j])} for i in range(cm.shape[0]) for j in range(cm.shape[1])]
     return pd.DataFrame(rows)

@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from meddiff.report import ablation as A
-from meddiff.report.runs import Run
+from meddiff.report.models import draw_logsnr, logsnr
+from meddiff.results.runs import ResultsSet
 
 T_EDGES = tuple(np.round(np.linspace(0.0, 1.0, 11), 3))
 T_RANGES = ((0.0, 1.0), (0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0), (0.0, 0.5), (0.5, 1.0), (0.0, 0.75),
@@ -32,21 +32,21 @@ def default_ns(n: int) -> list[int]:
     return sorted({k for k in grid if k <= n} | {n})
 
 
-def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: int = 0,
+def replay(run: ResultsSet, info: dict[str, Any], ns: Sequence[int] | None = None, repeats: int = 20, seed: int = 0,
            n_common: int | None = None) -> dict[str, pd.DataFrame]:
-    """All replays of one run. Returns frames keyed n_ablation, t_buckets, t_ranges, targets, shifts, summary.
+    """All replays of one run (``info``: its ``report.models.describe``). Returns frames keyed n_ablation, t_buckets, t_ranges, targets, shifts, summary.
 
     ``n_common``: also give the rules on the first n_common draws (summary columns ``*_common``), so runs scored with
     different N compare at the same N; with the same seed these are the very same (eps, t) draws in every run.
     """
     y = run.y
     t = run.draw_t()
-    lam = run.draw_logsnr()
-    stored = run.info.get("error_target") or "eps"
+    lam = draw_logsnr(run)
+    stored = info.get("error_target") or "eps"
     eps = A.to_eps_errors(run.draw_errors(), lam, stored)
     n = eps.shape[2]
     by_target = {tg: A.retarget(eps, lam, tg) for tg in A.TARGETS}
-    tag = {"run": run.label, "dataset": run.info["dataset"]}
+    tag = {"run": run.name, "dataset": info["dataset"]}
 
     n_abl = pd.concat([A.n_ablation(by_target[tg], y, ns or default_ns(n), repeats, seed,
                                     rules=("vote", "average")).assign(target=tg) for tg in REPLAY_TARGETS],
@@ -58,13 +58,13 @@ def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: i
     buckets["mean_error_x"] = A.t_bucket_accuracy(by_target["x"], t, y, T_EDGES)["mean_error"]
     buckets = buckets.rename(columns={"mean_error": "mean_error_eps"}).assign(**tag)
     mids = (np.array(T_EDGES[:-1]) + np.array(T_EDGES[1:])) / 2
-    buckets["logsnr_mid"] = run.schedule().logsnr(torch.from_numpy(mids)).numpy()
+    buckets["logsnr_mid"] = logsnr(run, mids)
 
     ranges = pd.concat([A.t_range_ablation(by_target[tg], t, y, T_RANGES).assign(target=tg) for tg in REPLAY_TARGETS],
                        ignore_index=True).assign(**tag)
 
     target_rows, shift_rows = [], []
-    shift0 = float(run.info.get("shift", 0.0))
+    shift0 = float(info.get("shift", 0.0))
     for tg in A.TARGETS:
         preds = A.weighted_rules(by_target[tg])
         for rule in A.RULES:
@@ -82,8 +82,8 @@ def replay(run: Run, ns: Sequence[int] | None = None, repeats: int = 20, seed: i
 
     full = A.weighted_rules(by_target[stored])
     test = A.mcnemar(full.vote == y, full.average == y)
-    summary = {**tag, "backbone": run.info["backbone"], "params_m": run.info["params_m"],
-               "train_steps": run.info["train_steps"], "shift": shift0, "shift_size": run.info.get("shift_size"),
+    summary = {**tag, "backbone": info["backbone"], "params_m": info["params_m"],
+               "train_steps": info["train_steps"], "shift": shift0, "shift_size": info.get("shift_size"),
                "n_draws": n, "stored_target": stored,
                "vote": A.accuracy_of(full.vote, y), "average": A.accuracy_of(full.average, y),
                "average_x": A.accuracy_of(A.weighted_rules(by_target["x"]).average, y),

@@ -1,1 +1,1 @@
-"""Scoring: the predictor core shared by batch scoring and serving, the results schema, and parquet results sets."""
+"""Scoring: shards a manifest exactly once and writes results sets (``meddiff.results`` holds their schema and store)."""

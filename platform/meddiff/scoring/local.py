@@ -11,15 +11,19 @@ from meddiff.data import Manifest
 from meddiff.errors import DataError
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
-from meddiff.scoring.results import write_meta
+from meddiff.results.runs import registry_capabilities
+from meddiff.results.store import METHOD_CAPABILITIES, THROUGHPUT, read_meta, update_meta, write_meta
 from meddiff.scoring.shards import plan_shards, score_shard
 
 
 def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConfig,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """meta.json of a results set: what was scored, with which model and settings, by which code."""
+    """meta.json of a results set: what was scored, with which model and settings, by which code, and what the method
+    can do (its registry entry's ``votes`` and ``counterfactual``; readers take it from here, see
+    ``meddiff.results.runs``)."""
     meta = {
         "method": bundle_meta.get("kind"),
+        METHOD_CAPABILITIES: registry_capabilities(bundle_meta.get("kind")).as_meta(),
         "model_id": bundle_meta.get("model_id"),
         "class_names": list(bundle_meta.get("class_names", [])),
         "score_config": to_dict(cfg),
@@ -30,6 +34,25 @@ def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConf
     }
     meta.update(extra or {})
     return meta
+
+
+def start_meta(out_dir: str | Path, meta: dict[str, Any]) -> None:
+    """Write meta.json when a scoring job starts, keeping the throughput record of an earlier job into the folder
+    until this job records its own (``finish_meta``)."""
+    previous = read_meta(out_dir).get(THROUGHPUT)
+    write_meta(out_dir, {**meta, THROUGHPUT: previous} if previous else meta)
+
+
+def finish_meta(out_dir: str | Path, images: int, seconds: float, device: str, threads: int | None,
+                workers: int = 1) -> dict[str, Any] | None:
+    """Record this job's throughput in meta.json (``throughput``: images scored by this job, its seconds, images/s,
+    device, threads per worker, workers); a job that scored nothing (everything was done) records nothing."""
+    if images <= 0 or seconds <= 0:
+        return None
+    record = {"images": int(images), "seconds": float(seconds), "images_per_s": images / seconds,
+              "device": device, "threads": threads, "workers": int(workers)}
+    update_meta(out_dir, {THROUGHPUT: record})
+    return record
 
 
 def limited_frame(manifest: Manifest, cfg: ScoreConfig):
@@ -45,11 +68,12 @@ def score_manifest(
 ) -> dict[str, Any]:
     """Score the rows of ``manifest`` in this process, shard by shard (see ``meddiff.scoring.shards``).
 
-    Shards already written to ``out_dir`` (an interrupted run) are skipped, so re-running finishes the rest.
+    Shards already written to ``out_dir`` (an interrupted run) are skipped, so re-running finishes the rest. A job
+    that scored images records its throughput in meta.json (``finish_meta``).
     Returns {"scored", "skipped", "errors", "seconds"}.
     """
     plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
-    write_meta(out_dir, results_meta(predictor.metadata, manifest, cfg))
+    start_meta(out_dir, results_meta(predictor.metadata, manifest, cfg))
     skipped = plan.done_rows()
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     errors, scored = 0, 0
@@ -58,7 +82,16 @@ def score_manifest(
         stats = score_shard(predictor, plan, shard, on_batch=progress.update)
         errors += stats["errors"]
         scored += stats["rows"]
-    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": time.monotonic() - t0}
+    seconds = time.monotonic() - t0
+    finish_meta(out_dir, scored, seconds, str(getattr(predictor, "device", "?")), _torch_threads())
+    return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": seconds}
+
+
+def _torch_threads() -> int:
+    """torch's intra-op threads in this process (the predictor set them from ``score.num_threads``)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def checkpoint_manifest(bundle_meta: dict[str, Any], data_cfg, split: str) -> Manifest:
@@ -87,9 +120,9 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     shard files, so a folder started one way can be finished the other way. The images are decoded at the checkpoint's
     image size and channel count, whatever ``data_cfg`` says.
     """
-    from meddiff.metrics import summarize_results
-    from meddiff.scoring.results import read_results
     from meddiff.bundle import read_bundle
+    from meddiff.metrics import summarize_results
+    from meddiff.results.store import read_results
 
     bundle = read_bundle(checkpoint)
     manifest = checkpoint_manifest(bundle.metadata, data_cfg, cfg.split)
@@ -101,6 +134,7 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
         from meddiff.scoring.ray_pipeline import score_with_ray
 
         run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log)
-    summary = summarize_results(read_results(out_dir), len(bundle.class_names))
+    summary = summarize_results(read_results(out_dir), len(bundle.class_names),
+                                votes=registry_capabilities(bundle.metadata.get("kind")).votes)
     summary.update(run)
     return summary

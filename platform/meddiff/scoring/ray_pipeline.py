@@ -25,7 +25,6 @@ from meddiff.config import RayConfig, ScoreConfig, from_dict, to_dict
 from meddiff.data import Manifest
 from meddiff.errors import MeddiffError
 from meddiff.progress import Progress
-from meddiff.scoring.results import write_meta
 from meddiff.scoring.shards import ShardPlan, plan_shards, score_shard
 
 
@@ -43,11 +42,15 @@ class ShardScorer:
         self.cfg = from_dict(ScoreConfig, score_cfg, "score")
         self.predictor = load_predictor(checkpoint, self.cfg)
         self.plan = ShardPlan(Path(out_dir), shard_size, num_rows, ids_sha256)
+        self.device = str(self.predictor.device)
+        self.threads = int(torch.get_num_threads())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stats = [score_shard(self.predictor, self.plan, int(k)) for k in batch["shard"]]
         out = {key: np.array([s[key] for s in stats]) for key in ("shard", "rows", "errors", "seconds")}
         out["actor_pid"] = np.full(len(stats), os.getpid())
+        out["device"] = np.full(len(stats), self.device)
+        out["threads"] = np.full(len(stats), self.threads)
         return out
 
 
@@ -136,13 +139,14 @@ def score_with_ray(
 
     ``bundle_meta`` is the checkpoint's metadata.json (for meta.json; the driver never loads the model). Ray must be
     initialised. Returns {"scored", "skipped", "errors", "seconds", "shards", "actors_used"} (actors_used: how many
-    distinct actor processes scored a shard).
+    distinct actor processes scored a shard). A job that scored images records its throughput in meta.json
+    (``scoring.local.finish_meta``: seconds from the pool's start, so actor start-up counts).
     """
-    from meddiff.scoring.local import limited_frame, results_meta
+    from meddiff.scoring.local import finish_meta, limited_frame, results_meta, start_meta
 
     out_dir = Path(out_dir).expanduser().resolve()
     plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
-    write_meta(out_dir, results_meta(bundle_meta, manifest, cfg, extra_meta))
+    start_meta(out_dir, results_meta(bundle_meta, manifest, cfg, extra_meta))
     pending = plan.pending()
     skipped = plan.done_rows()
     t0 = time.monotonic()
@@ -155,17 +159,23 @@ def score_with_ray(
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     scored = errors = shards = 0
     actors: set[int] = set()
+    devices: set[str] = set()
+    threads: set[int] = set()
     first: tuple[float, int] | None = None  # (time, rows) when the first shard came back: start-up is over
     for stats in rows:
         scored += int(stats["rows"])
         errors += int(stats["errors"])
         shards += 1
         actors.add(int(stats["actor_pid"]))
+        devices.add(str(stats["device"]))
+        threads.add(int(stats["threads"]))
         progress.update(int(stats["rows"]), extra=f"{shards}/{len(pending)} shards")
         if first is None:
             first = (time.monotonic(), scored)
     end = time.monotonic()
     steady = (scored - first[1]) / (end - first[0]) if first and end > first[0] and scored > first[1] else None
+    finish_meta(out_dir, scored, end - t0, ",".join(sorted(devices)) or "?",
+                threads.pop() if len(threads) == 1 else None, workers=len(actors))
     return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": end - t0, "shards": shards,
             "actors_used": len(actors), "first_shard_s": first[0] - t0 if first else None,
             "steady_images_per_s": steady}

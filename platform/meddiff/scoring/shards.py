@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from meddiff.errors import ResultsError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 
 PLAN_FILE = "_plan.json"
 SLICES_DIR = "_shards"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from meddiff.config import ExplainConfig, ScoreConfig, from_dict
 from meddiff.errors import ConfigError, DataError
-from meddiff.scoring import schema as S
+from meddiff.results import schema as S
 from meddiff.serving.upload import ImageInfo, UploadError, UploadLimits, inspect_image
 
 
@@ -134,7 +134,7 @@ class ImageClassifier:
         return [self.response(row, image_id) for row, image_id in zip(rows, ids)]
 
     def response(self, row: Mapping[str, Any], image_id: str) -> dict[str, Any]:
-        """A results row (``scoring.schema`` columns) as the endpoint's JSON."""
+        """A results row (``results.schema`` columns) as the endpoint's JSON."""
         names = self.class_names
         per_class = lambda values: None if values is None else {n: v for n, v in zip(names, values)}
         return {

@@ -68,11 +68,6 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-def empty_row() -> dict:
-    """A row with every column present and null."""
-    return {name: None for name in COLUMNS}
-
-
 def to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts keyed by schema columns; missing keys become null) -> a table with exactly SCHEMA.
 
@@ -91,7 +86,7 @@ def rows_to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:
 
 def check_table(table: pa.Table, where: str = "results") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    check_against(table, SCHEMA, where, "meddiff.scoring.schema")
+    check_against(table, SCHEMA, where, "meddiff.results.schema")
 
 
 def check_against(table: pa.Table, schema: pa.Schema, where: str, module: str) -> None:

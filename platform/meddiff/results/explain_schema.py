@@ -10,8 +10,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 # provenance and status columns mean the same as in the results schema
-from meddiff.scoring.schema import (CODE_VERSION, ERROR, MODEL_ID, STATUS, STATUS_ERROR, STATUS_OK, check_against,  # noqa: F401
-                                    rows_to_table)
+from meddiff.results import schema as _results
+from meddiff.results.schema import CODE_VERSION, ERROR, MODEL_ID, STATUS, check_against, rows_to_table
+
+STATUS_OK, STATUS_ERROR = _results.STATUS_OK, _results.STATUS_ERROR
 
 IMAGE_ID = "image_id"
 LABEL = "label"  # true class index (-1 unknown)
@@ -72,4 +74,4 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 def check_table(table: pa.Table, where: str = "explanation index") -> None:
     """Raise ValueError naming the column when ``table`` does not carry SCHEMA's columns and types."""
-    check_against(table, SCHEMA, where, "meddiff.explain.schema")
+    check_against(table, SCHEMA, where, "meddiff.results.explain_schema")

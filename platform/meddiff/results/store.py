@@ -1,5 +1,6 @@
-"""Results sets: a folder of parquet files under one schema (``shard-<k>.parquet``, see ``scoring.shards``) plus
-meta.json (config, model, code version). Readers check the schema."""
+"""Results sets on disk: a folder of parquet files under one schema (``shard-<k>.parquet``, see ``scoring.shards``)
+plus meta.json (config, model, code version, the method's capabilities, the last job's throughput). Readers check the
+schema; ``meddiff.results.runs`` is the read model built on these functions."""
 
 from __future__ import annotations
 
@@ -11,15 +12,31 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meddiff.scoring import schema as S
+from meddiff.errors import ResultsError
+from meddiff.results import schema as S
 
 META_FILE = "meta.json"
+METHOD_CAPABILITIES = "method_capabilities"  # meta.json key: {"votes": bool, "counterfactuals": bool}
+THROUGHPUT = "throughput"  # meta.json key: {"images", "seconds", "images_per_s", "device", "threads", "workers"}
 
 
 def write_meta(out_dir: str | Path, meta: dict[str, Any]) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def update_meta(out_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Add or replace top-level keys of a results set's meta.json (an atomic rewrite); returns the new meta.
+    ResultsError when the folder has no meta.json."""
+    path = Path(out_dir) / META_FILE
+    if not path.is_file():
+        raise ResultsError(f"{path} is missing; meta.json is written when a scoring job starts, update it after that")
+    meta = {**read_meta(out_dir), **updates}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.rename(path)
+    return meta
 
 
 def read_meta(out_dir: str | Path) -> dict[str, Any]:
