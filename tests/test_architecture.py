@@ -154,8 +154,8 @@ def test_dashboard_reads_results_only():
 
 
 def test_reading_a_config_and_the_registries_imports_no_torch():
-    code = ("import sys, meddiff.config as c, meddiff.methods as m, meddiff.rules as r, meddiff.results; "
-            "c.load_config('diffusion-pneumonia'); assert len(m.METHODS) >= 6, m.METHODS; "
+    code = ("import sys, meddiff.config as c, meddiff.methods as m, meddiff.rules as r, meddiff.results.runs, meddiff.results.summary; "
+            "[c.load_config(p) for p in c.preset_names()]; assert len(m.METHODS) >= 6, m.METHODS; "
             "heavy = [k for k in sys.modules if k.split('.')[0] in %r]; assert not heavy, heavy[:5]" % (HEAVY,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

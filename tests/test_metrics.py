@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from meddiff import metrics as M
+from meddiff.results.summary import format_summary, summarize_results
 from meddiff.results import schema as S
 
 
@@ -37,9 +38,9 @@ def test_summarize_diffusion_results():
                      S.PRED_AVERAGE: int(np.argmin(err)), S.PROB: list(np.array(votes) / 5), S.MEAN_ERROR: err,
                      S.UNCERTAINTY: 0.0 if 0 in votes else 0.9, S.NFE: 10})
     rows.append({S.IMAGE_ID: "bad", S.LABEL: 0, S.STATUS: "error"})
-    out = M.summarize_results(pd.DataFrame(rows).reindex(columns=S.COLUMNS), votes=True)
+    out = summarize_results(pd.DataFrame(rows).reindex(columns=S.COLUMNS), votes=True)
     assert out["rows"] == 5 and out["errors"] == 1 and out["labelled"] == 4
     assert out["accuracy_vote"] == pytest.approx(0.5)  # images 0 and 1 right
     assert out["accuracy_average"] == pytest.approx(0.75)  # 0, 1 and 3 right
     assert out["accuracy_vote_at_50pct"] == pytest.approx(1.0)
-    assert "vote: accuracy 0.500" in M.format_summary(out)
+    assert "vote: accuracy 0.500" in format_summary(out)

@@ -12,6 +12,7 @@ import meddiff_ui as ui
 from meddiff.results import schema as S
 from meddiff.results.image import draws_frame, image_row, vote_share_over_draws, votes_frame
 from meddiff.results.runs import ok_rows
+from meddiff.results.summary import scoring_rules
 
 MAX_OPTIONS = 1000
 CLASS_COLOUR = alt.Color("class:N", scale=alt.Scale(scheme="tableau10"))  # distinct hues, same class = same colour
@@ -62,10 +63,11 @@ m[0].metric("True class", row[S.LABEL_NAME] or "unknown")
 m[1].metric("Prediction" + (f" ({row[S.RULE]} rule)" if present(row[S.RULE]) else ""), row[S.PRED_NAME],
             "correct" if row[S.LABEL] == row[S.PRED] else ("wrong" if row[S.LABEL] >= 0 else None),
             delta_color="normal" if row[S.LABEL] == row[S.PRED] else "inverse", delta_arrow="off")
-if present(row[S.PRED_VOTE]):
-    other = "average" if row[S.RULE] == "vote" else "vote"
-    m[2].metric(f"{other.capitalize()} rule", name_of(int(row[S.PRED_AVERAGE if other == "average" else S.PRED_VOTE])),
-                help="the other decision rule: vote = most draws won, average = lowest mean error over the draws")
+others = [r for r in scoring_rules() if r.name != row[S.RULE] and present(row.get(r.column))]
+if others:  # the other decision rule(s) the row carries (meddiff.rules)
+    m[2].metric(" · ".join(r.title for r in others).capitalize() + " rule",
+                " · ".join(name_of(int(row[r.column])) for r in others),
+                help="; ".join(f"{r.name}: {r.summary}" for r in others))
 m[3].metric("Uncertainty", ui.fmt(row[S.UNCERTAINTY]), help="normalised entropy of the votes: 0 = all draws agree")
 if present(row[S.N_DRAWS]):
     m[4].metric("Draws N · NFE", f"{int(row[S.N_DRAWS])} · {int(row[S.NFE])}",

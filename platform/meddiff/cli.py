@@ -64,7 +64,7 @@ def _job_configs(args: argparse.Namespace, section: str, cls, flags: dict):
 
 def cmd_score(args: argparse.Namespace) -> int:
     from meddiff.config import ScoreConfig
-    from meddiff.metrics import format_summary
+    from meddiff.results.summary import format_summary
     from meddiff.scoring.local import score_checkpoint
 
     score_cfg, ray_cfg = _job_configs(args, "score", ScoreConfig, {

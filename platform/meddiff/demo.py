@@ -39,7 +39,7 @@ def pick_dataset(dataset: str) -> str:
 
 def run_demo(dataset: str = "auto", output_dir: str = "runs", overrides: dict[str, Any] | None = None,
              fresh: bool = False) -> dict[str, Any]:
-    from meddiff.metrics import format_summary
+    from meddiff.results.summary import format_summary
     from meddiff.raycluster import ray_session
     from meddiff.scoring.local import score_checkpoint
     from meddiff.train.ray_trainer import fit

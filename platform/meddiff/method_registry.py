@@ -35,7 +35,8 @@ class Method:
     """name: the config ``method`` string and the checkpoint ``kind``; train / predictor / counterfactual:
     ``"module:attribute"`` references; votes: whether its rows carry majority votes over noise draws
     (pred_vote/pred_average/votes), which the vote-vs-average ablations need; counterfactual: the sampler factory
-    ``meddiff explain`` uses, or None when the method cannot re-generate an image under another class."""
+    ``meddiff explain`` uses, or None when the method cannot re-generate an image under another class (and
+    counterfactual_note says why); short: its name in report tables (default: name)."""
 
     name: str
     train: str
@@ -44,6 +45,11 @@ class Method:
     description: str
     counterfactual: str | None = None
     counterfactual_note: str = ""
+    short: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.short:
+            object.__setattr__(self, "short", self.name)
 
 
 METHODS: dict[str, Method] = {}

@@ -6,14 +6,10 @@ analysis: sort images from most to least certain, keep the most certain fraction
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score
 
-from meddiff.results import schema as S
-from meddiff.results.runs import ok_rows, scored
 
 
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -94,63 +90,6 @@ def accuracy_at_coverage(
     k = max(1, int(round(coverage * n)))
     order = certainty_order(uncertainty, tiebreak)[:k]
     return float(np.asarray(correct, dtype=np.float64)[order].mean())
-
-
-def summarize_results(df: pd.DataFrame, num_classes: int | None = None, *, votes: bool) -> dict[str, Any]:
-    """The headline numbers of a results frame (rows with status ok and a known label, ``results.runs.scored``).
-
-    ``votes`` (the results set's method capabilities, ``meddiff.results.runs``): accuracy / F1 / ROC AUC for the vote
-    and the average rule, and each rule's accuracy on the 50 % least uncertain images. Otherwise the same for the
-    single prediction.
-    """
-    total = len(df)
-    ok = ok_rows(df)
-    labelled = scored(df)
-    out: dict[str, Any] = {"rows": total, "ok": len(ok), "errors": total - len(ok), "labelled": len(labelled)}
-    if labelled.empty:
-        return out
-    y = labelled[S.LABEL].to_numpy()
-    prob = np.stack(labelled[S.PROB].to_numpy())
-    c = num_classes or prob.shape[1]
-    unc = labelled[S.UNCERTAINTY].to_numpy()
-    out["nfe_per_image"] = float(labelled[S.NFE].mean())
-    if votes:
-        mean_err = np.stack(labelled[S.MEAN_ERROR].to_numpy())
-        margin = error_margin(mean_err)
-        for rule, col, scores in (("vote", S.PRED_VOTE, prob), ("average", S.PRED_AVERAGE, error_scores(mean_err))):
-            pred = labelled[col].to_numpy().astype(int)
-            out[f"accuracy_{rule}"] = accuracy(y, pred)
-            out[f"f1_{rule}"] = f1(y, pred, c)
-            out[f"auc_{rule}"] = roc_auc(y, scores)
-            out[f"accuracy_{rule}_at_50pct"] = accuracy_at_coverage(y == pred, unc, 0.5, margin)
-    else:
-        pred = labelled[S.PRED].to_numpy().astype(int)
-        out["accuracy"] = accuracy(y, pred)
-        out["f1"] = f1(y, pred, c)
-        out["auc"] = roc_auc(y, prob)
-        out["accuracy_at_50pct"] = accuracy_at_coverage(y == pred, unc, 0.5, prob.max(axis=1))
-    return out
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Human-readable lines of ``summarize_results``."""
-    lines = [f"images: {summary['rows']} ({summary['ok']} ok, {summary['errors']} failed, {summary['labelled']} labelled)"]
-    for rule in ("vote", "average"):
-        if f"accuracy_{rule}" in summary:
-            lines.append(
-                f"{rule:>8}: accuracy {summary[f'accuracy_{rule}']:.3f}  F1 {summary[f'f1_{rule}']:.3f}  "
-                f"ROC AUC {summary[f'auc_{rule}']:.3f}  accuracy on the 50% least uncertain "
-                f"{summary[f'accuracy_{rule}_at_50pct']:.3f}"
-            )
-    if "accuracy" in summary:
-        lines.append(
-            f"accuracy {summary['accuracy']:.3f}  F1 {summary['f1']:.3f}  ROC AUC {summary['auc']:.3f}  "
-            f"accuracy on the 50% least uncertain {summary['accuracy_at_50pct']:.3f}"
-        )
-    if "nfe_per_image" in summary:
-        what = "denoiser" if "accuracy_vote" in summary else "network"
-        lines.append(f"{what} evaluations per image: {summary['nfe_per_image']:.0f}")
-    return "\n".join(lines)
 
 
 # --- classification details, selective prediction, calibration, confidence intervals (report) -------------------------

@@ -27,13 +27,15 @@ from meddiff.errors import ConfigError
 class ClassificationRule:
     """name: ``score.rule`` value and report key; column: the results column holding its prediction (None: only
     replayed from stored per-draw errors by the report); title: how reports and the dashboard name it; scoring: whether
-    ``meddiff score`` can produce it (a ``score.rule`` choice); summary: one line on what it decides."""
+    ``meddiff score`` can produce it (a ``score.rule`` choice); summary: one line on what it decides; scores: the
+    results column its per-class ROC scores come from (``prob``: vote shares; ``mean_error``: negated errors)."""
 
     name: str
     column: str | None
     title: str
     scoring: bool
     summary: str
+    scores: str = "mean_error"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class StoppingRule:
 
 CLASSIFICATION_RULES: dict[str, ClassificationRule] = {r.name: r for r in (
     ClassificationRule("vote", "pred_vote", "majority vote", True,
-                       "most draws whose lowest error is the class; ties go to the lower mean error (Favero et al.)"),
+                       "most draws whose lowest error is the class; ties go to the lower mean error (Favero et al.)",
+                       scores="prob"),
     ClassificationRule("average", "pred_average", "average", True,
                        "lowest mean error over the draws, for score.error_target (Li et al.)"),
     ClassificationRule("normalised", None, "normalised average", False,

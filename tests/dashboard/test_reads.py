@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from meddiff import metrics as M
+from meddiff.results.summary import summarize_results
 from meddiff.errors import ResultsError
 from meddiff.results import curves as C
 from meddiff.results import explain_schema as X
@@ -56,7 +56,7 @@ def test_overview_row_is_summarize_results(results_root):
     for name in ("runs/unet/results/test", "runs/resnet18/results/test"):
         info = root.open_run(name)
         df = info.rows
-        summary = M.summarize_results(df, 2, votes=info.votes)
+        summary = summarize_results(df, 2, votes=info.votes)
         row = overview_row(info, df)
         key = "accuracy_vote" if info.method == "diffusion" else "accuracy"
         assert row["accuracy"] == summary[key] and row["images"] == summary["labelled"]

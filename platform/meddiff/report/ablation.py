@@ -21,8 +21,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from meddiff.rules import CLASSIFICATION_RULES
+
 TARGETS = ("eps", "x", "v")
-RULES = ("vote", "average", "normalised")
+RULES = tuple(CLASSIFICATION_RULES)  # vote, average, normalised (meddiff.rules): what weighted_rules computes
 
 
 @dataclass(frozen=True)

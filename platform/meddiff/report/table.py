@@ -18,17 +18,20 @@ import pandas as pd
 
 from meddiff import metrics as M
 from meddiff.results import schema as S
+from meddiff.method_registry import discover
 from meddiff.results.runs import ResultsSet
+from meddiff.results.summary import rule_scores, scoring_rules
+from meddiff.rules import CLASSIFICATION_RULES
 
 COVERAGES = (1.0, 0.8, 0.55)  # the points the paper's Fig. 3 is read at here
-METHOD_NAME = {"diffusion": "DM", "baseline": "baseline", "sd": "SD", "mediffusion": "Mediffusion", "didicm": "DiDiCM",
-               "dcube": "D-Cube"}
 
 
 def method_label(method: str, rule: str) -> str:
-    """Table 1's method column: the method's short name, with the rule for classifiers that vote over draws."""
-    name = METHOD_NAME.get(method, method)
-    return f"{name} ({rule})" if rule in ("vote", "average") else name
+    """Table 1's method column: the method's short name (its registry entry; the name itself for a method this
+    process does not know), with the rule for classifiers that vote over draws."""
+    known = discover().get(method)
+    name = known.short if known is not None else method
+    return f"{name} ({rule})" if rule in CLASSIFICATION_RULES else name
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class RuleView:
 
 
 def rule_views(run: ResultsSet) -> list[RuleView]:
-    """The rules of a run: vote and average for a method that votes (meta.json's capabilities), else its softmax."""
+    """The rules of a run: every scoring rule of ``meddiff.rules`` (vote, average) for a method that votes (meta.json's
+    capabilities), else its softmax. A vote-count rule is ranked by the vote entropy (ties by the error margin) and
+    its confidence is the top vote share; an error rule is ranked by its error margin and has no confidence."""
     df = run.frame
     prob = np.stack(df[S.PROB].to_numpy()).astype(np.float64)
     if not run.votes:
@@ -50,12 +55,16 @@ def rule_views(run: ResultsSet) -> list[RuleView]:
                          prob.max(axis=1), prob.max(axis=1))]
     mean_err = np.stack(df[S.MEAN_ERROR].to_numpy()).astype(np.float64)
     margin = M.error_margin(mean_err)
-    return [
-        RuleView("vote", df[S.PRED_VOTE].to_numpy().astype(int), prob, df[S.UNCERTAINTY].to_numpy(np.float64), margin,
-                 prob.max(axis=1)),
-        RuleView("average", df[S.PRED_AVERAGE].to_numpy().astype(int), M.error_scores(mean_err), 1.0 - margin,
-                 np.zeros(len(df)), None),
-    ]
+    views = []
+    for rule in scoring_rules():
+        pred = df[rule.column].to_numpy().astype(int)
+        if rule.scores == S.PROB:
+            views.append(RuleView(rule.name, pred, prob, df[S.UNCERTAINTY].to_numpy(np.float64), margin,
+                                  prob.max(axis=1)))
+        else:
+            views.append(RuleView(rule.name, pred, rule_scores(rule, prob, mean_err), 1.0 - margin,
+                                  np.zeros(len(df)), None))
+    return views
 
 
 def table1_rows(run: ResultsSet, info: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from meddiff.results import schema as S
 from meddiff.results.runs import scored
 
 def correctness(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(correct, uncertainty, tiebreak) of the scored rows: the same ordering ``metrics.summarize_results`` uses
+    """(correct, uncertainty, tiebreak) of the scored rows: the same ordering ``results.summary.summarize_results`` uses
     (diffusion: ties broken by the error margin; baselines: by the top softmax probability)."""
     ok = scored(df)
     correct = (ok[S.PRED].to_numpy() == ok[S.LABEL].to_numpy())

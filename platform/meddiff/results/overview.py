@@ -1,4 +1,4 @@
-"""The runs overview (the dashboard's Table 1 comparison): one row per results set, from ``metrics.summarize_results``
+"""The runs overview (the dashboard's Table 1 comparison): one row per results set, from ``results.summary.summarize_results``
 of its rows and what its meta.json says about it (``results.runs.ResultsSet``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from meddiff import metrics as M
+from meddiff.results.summary import summarize_results
 from meddiff.results.runs import ResultsSet
 
 OVERVIEW_COLUMNS = ["run", "dataset", "method", "backbone", "N", "images", "failed", "accuracy", "F1", "ROC AUC",
@@ -19,7 +19,7 @@ def overview_row(run: ResultsSet, df: pd.DataFrame) -> dict[str, Any]:
     capabilities) reports the majority vote (the paper's rule) in the main columns and the average-error rule beside
     it; the others their single prediction."""
     vote = run.votes
-    s = M.summarize_results(df, len(run.class_names) or None, votes=vote)
+    s = summarize_results(df, len(run.class_names) or None, votes=vote)
     get = lambda key: s.get(key, float("nan"))
     return {
         "run": run.name, "dataset": run.dataset, "method": run.method, "backbone": run.backbone,

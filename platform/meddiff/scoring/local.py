@@ -121,7 +121,7 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     image size and channel count, whatever ``data_cfg`` says.
     """
     from meddiff.bundle import read_bundle
-    from meddiff.metrics import summarize_results
+    from meddiff.results.summary import summarize_results
     from meddiff.results.store import read_results
 
     bundle = read_bundle(checkpoint)

@@ -31,4 +31,5 @@ register(Method("dcube", f"{__name__}.loop:train_dcube", f"{__name__}.predictor:
                 description="D-Cube: light classifier on KS-selected hyper-features of a frozen diffusion model "
                             "(Jang et al.)",
                 counterfactual_note="its head reads a frozen diffusion model's features; explain the frozen "
-                                    "diffusion checkpoint instead"))
+                                    "diffusion checkpoint instead",
+                short="D-Cube"))

@@ -10,4 +10,5 @@ from meddiff.method_registry import Method, register
 register(Method("didicm", f"{__name__}.train:train_didicm", f"{__name__}.predictor:DiDiCMPredictor", votes=False,
                 description="DiDiCM: discrete diffusion over the class label given the image (probabilities or "
                             "label chains)",
-                counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image"))
+                counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image",
+                short="DiDiCM"))

@@ -10,4 +10,5 @@ from meddiff.method_registry import Method, register
 register(Method("mediffusion", f"{__name__}.train:train_mediffusion", f"{__name__}.predictor:MediffusionPredictor",
                 votes=False,
                 description="Mediffusion: one UNet for denoising and a classifier head, semi-supervised joint training",
-                counterfactual=f"{__name__}.guidance:load_counterfactuals"))
+                counterfactual=f"{__name__}.guidance:load_counterfactuals",
+                short="Mediffusion"))

@@ -32,4 +32,5 @@ from meddiff.method_registry import Method, register
 register(Method("sd", f"{__name__}.train:train_sd", f"{__name__}.predictor:SDPredictor", votes=True,
                 description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote "
                             "(Favero et al.)",
-                counterfactual=f"{__name__}.counterfactual:load_counterfactuals"))
+                counterfactual=f"{__name__}.counterfactual:load_counterfactuals",
+                short="SD"))
