@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from meddiff.errors import ConfigError
+
 from meddiff.config import DiffusionConfig, ModelConfig
 from meddiff.diffusion.counterfactual import CounterfactualSampler, guided_x_hat, step_noise
 from meddiff.diffusion.model import DiffusionModel
@@ -114,9 +116,11 @@ def test_guidance_moves_classes_apart_and_reconstructions_stay_in_range():
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="t_start"):
+    with pytest.raises(ConfigError, match="explain.t_start: expected a value in"):
         CounterfactualSampler(t_start=1.5)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ConfigError, match="explain.steps"):
         CounterfactualSampler(steps=0)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ConfigError, match="explain.guidance"):
+        CounterfactualSampler(guidance=-1)
+    with pytest.raises(ConfigError, match="out of range"):
         CounterfactualSampler(steps=2)(toy_model(False), images(1), ["a"], classes=[5])

@@ -39,7 +39,7 @@ def test_votes_come_from_meta_json_not_from_the_columns(write_results, tmp_path)
 
 def test_legacy_meta_without_capabilities_falls_back_to_the_registry(write_results, tmp_path):
     for method, votes, counterfactuals in (("diffusion", True, True), ("mediffusion", False, True),
-                                           ("baseline", False, False), ("sd", True, False)):
+                                           ("baseline", False, False), ("sd", True, True)):
         run = open_results(write_results(tmp_path / method, {"method": method}))
         assert (run.votes, run.capabilities.counterfactuals, run.capabilities.source) == (
             votes, counterfactuals, "method registry"), method

@@ -40,6 +40,7 @@ from meddiff.diffusion.loss import time_input
 from meddiff.diffusion.noise import draw_seed, image_seed
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma
 from meddiff.diffusion.vparam import x_from_v
+from meddiff.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,36 +65,55 @@ class CounterfactualResult:
 
 
 @dataclass(frozen=True)
-class CounterfactualSampler:
-    """The ancestral CFG sampler of the module docstring, as a frozen config that is called on a model.
-
-    Args:
-        t_start: how far the input is noised before denoising (0 < t_start <= 1; 0 returns the input).
-        steps: S, the number of ancestral steps from t_start to 0.
-        guidance: w, the classifier-free guidance scale (0 = the plain conditional sampler, no null-class forward).
-        seed: run seed; the noise of an image depends on (seed, image id) only.
-        max_batch: most rows per denoiser forward (a step's B x K (x 2) rows are split into chunks of this size).
-    """
+class SamplerSettings:
+    """What every counterfactual sampler of meddiff shares (this CFG sampler, Mediffusion's classifier-guided one, SD's
+    latent one): how far the input is noised (``t_start`` in [0, 1]; 0 returns the input), the number of steps S,
+    the run seed (an image's noise depends on (seed, image id) only) and the most rows per network call."""
 
     t_start: float = 0.5
     steps: int = 256
-    guidance: float = 7.5
     seed: int = 0
     max_batch: int = 256
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.t_start <= 1.0:
-            raise ValueError(f"t_start: expected a value in [0, 1] (paper: 0.5 chest X-ray, 0.3 skin), got {self.t_start}")
+            raise ConfigError(f"explain.t_start: expected a value in [0, 1] (paper: 0.5 chest X-ray, 0.3 skin), got "
+                              f"{self.t_start}")
         if self.steps < 1:
-            raise ValueError(f"steps: expected a positive number of sampling steps (paper: 256), got {self.steps}")
-        if self.guidance < 0:
-            raise ValueError(f"guidance: expected w >= 0 (paper: 7.5; 0 = no guidance), got {self.guidance}")
+            raise ConfigError(f"explain.steps: expected a positive number of sampling steps (paper: 256), got "
+                              f"{self.steps}")
         if self.max_batch < 1:
-            raise ValueError(f"max_batch: expected a positive integer, got {self.max_batch}")
+            raise ConfigError(f"max_batch: expected a positive integer, got {self.max_batch}")
 
     def timesteps(self) -> torch.Tensor:
         """[S + 1] float64 times t_start, ..., 0 (uniform in t, as the authors' sampler)."""
         return torch.linspace(self.t_start, 0.0, self.steps + 1, dtype=torch.float64)
+
+    @staticmethod
+    def target_classes(model, classes: Sequence[int] | None) -> tuple[int, ...]:
+        """The classes to reconstruct under (default: all of ``model.class_names``), checked against the model."""
+        classes = tuple(range(model.num_classes)) if classes is None else tuple(int(c) for c in classes)
+        bad = [c for c in classes if not 0 <= c < model.num_classes]
+        if bad:
+            raise ConfigError(f"classes {bad} are out of range for a model with classes {model.class_names}")
+        return classes
+
+
+@dataclass(frozen=True)
+class CounterfactualSampler(SamplerSettings):
+    """The ancestral CFG sampler of the module docstring, as a frozen config that is called on a model.
+
+    Args (and those of ``SamplerSettings``):
+        guidance: w, the classifier-free guidance scale (0 = the plain conditional sampler, no null-class forward).
+        max_batch: most rows per denoiser forward (a step's B x K (x 2) rows are split into chunks of this size).
+    """
+
+    guidance: float = 7.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.guidance < 0:
+            raise ConfigError(f"explain.guidance: expected w >= 0 (paper: 7.5; 0 = no guidance), got {self.guidance}")
 
     @torch.inference_mode()
     def __call__(
@@ -110,10 +130,7 @@ class CounterfactualSampler:
             pixels: [B, channels, image_size, image_size] in [-1, 1].
             ids: B image ids (they seed the noise).
         """
-        classes = tuple(range(model.num_classes)) if classes is None else tuple(int(c) for c in classes)
-        bad = [c for c in classes if not 0 <= c < model.num_classes]
-        if bad:
-            raise ValueError(f"classes {bad} are out of range for a model with classes {model.class_names}")
+        classes = self.target_classes(model, classes)
         device = next(model.denoiser.parameters()).device
         recon = sample_counterfactuals(
             denoiser=model.denoiser,

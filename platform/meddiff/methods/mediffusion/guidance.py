@@ -25,38 +25,27 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from meddiff.diffusion.counterfactual import CounterfactualResult, ancestral_step, step_noise
+from meddiff.diffusion.counterfactual import CounterfactualResult, SamplerSettings, ancestral_step, step_noise
 from meddiff.diffusion.loss import time_input
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma
 from meddiff.diffusion.vparam import expand_like, x_from_v
+from meddiff.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ClassifierGuidedSampler:
-    """t_start: noise level of the start (paper figures of the platform: 0.5 chest X-ray, 0.3 skin); steps: S;
+class ClassifierGuidedSampler(SamplerSettings):
+    """The sampler of the module docstring (settings of ``SamplerSettings``: t_start, steps, seed, max_batch);
     scale: the guidance strength s (0 = none; how much is needed depends on how sharp the head is: a tiny model on
-        phantoms flips most images between 20 and 100); seed: the noise of an image depends on (seed, image id) only;
-    max_batch: most rows per network call."""
+    phantoms flips most images between 20 and 100)."""
 
-    t_start: float = 0.5
     steps: int = 50
     scale: float = 50.0
-    seed: int = 0
-    max_batch: int = 256
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.t_start <= 1.0:
-            raise ValueError(f"t_start: expected a value in [0, 1], got {self.t_start}")
-        if self.steps < 1:
-            raise ValueError(f"steps: expected a positive number of sampling steps, got {self.steps}")
+        super().__post_init__()
         if self.scale < 0:
-            raise ValueError(f"scale: expected a guidance scale >= 0, got {self.scale}")
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch: expected a positive integer, got {self.max_batch}")
-
-    def timesteps(self) -> torch.Tensor:
-        return torch.linspace(self.t_start, 0.0, self.steps + 1, dtype=torch.float64)
+            raise ConfigError(f"explain.guidance: expected a classifier-guidance scale >= 0, got {self.scale}")
 
     def __call__(self, model, pixels: torch.Tensor, ids: Sequence[str],
                  classes: Sequence[int] | None = None) -> CounterfactualResult:
@@ -66,10 +55,7 @@ class ClassifierGuidedSampler:
             model: a ``meddiff.methods.mediffusion.train.MediffusionModel``.
             pixels: [B, channels, image_size, image_size] in [-1, 1]; ids: B image ids (they seed the noise).
         """
-        classes = tuple(range(model.num_classes)) if classes is None else tuple(int(c) for c in classes)
-        bad = [c for c in classes if not 0 <= c < model.num_classes]
-        if bad:
-            raise ValueError(f"classes {bad} are out of range for a model with classes {model.class_names}")
+        classes = self.target_classes(model, classes)
         device = next(model.denoiser.parameters()).device
         recon = sample_guided(
             net=model.denoiser, schedule=model.schedule, x=model.to_model_space(pixels.to(device, torch.float32)),

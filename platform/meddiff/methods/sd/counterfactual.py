@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddiff.config import ExplainConfig
-from meddiff.diffusion.counterfactual import CounterfactualResult, ancestral_step, step_noise
+from meddiff.diffusion.counterfactual import CounterfactualResult, SamplerSettings, ancestral_step, step_noise
 from meddiff.diffusion.noise import image_seed
 from meddiff.diffusion.schedule import alpha_sigma
 from meddiff.errors import ConfigError, DataError
@@ -60,29 +60,22 @@ from meddiff.methods.sd.model import PREDICTION_TYPES, SDModel, load_sd_model
 
 
 @dataclass(frozen=True)
-class SDCounterfactualSampler:
+class SDCounterfactualSampler(SamplerSettings):
     """The SDEdit + CFG sampler of the module docstring, as a frozen config called on an ``SDModel``.
 
-    t_start: how far the latent is noised, in [0, 1] (mapped to DDPM timestep floor(t_start T); 0 = VAE
-        reconstruction); steps: S, denoising steps; guidance: w (0 = the plain conditional sampler, no null-prompt
-        forward); seed: an image's noise depends on (seed, image id) only; max_batch: most rows per UNet / VAE call.
+    t_start is mapped to DDPM timestep floor(t_start T) (0 = VAE reconstruction); guidance: w (0 = the plain
+    conditional sampler, no null-prompt forward); max_batch: most rows per UNet / VAE call; the others as
+    ``SamplerSettings``.
     """
 
-    t_start: float = 0.5
     steps: int = 50
-    guidance: float = 7.5
-    seed: int = 0
     max_batch: int = 64
+    guidance: float = 7.5
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.t_start <= 1.0:
-            raise ConfigError(f"explain.t_start: expected a value in [0, 1], got {self.t_start}")
-        if self.steps < 1:
-            raise ConfigError(f"explain.steps: expected a positive number of sampling steps, got {self.steps}")
+        super().__post_init__()
         if self.guidance < 0:
             raise ConfigError(f"explain.guidance: expected w >= 0 (0 = no guidance), got {self.guidance}")
-        if self.max_batch < 1:
-            raise ConfigError(f"max_batch: expected a positive integer, got {self.max_batch}")
 
     @torch.inference_mode()
     def __call__(self, model: SDModel, pixels: torch.Tensor, ids: Sequence[str],
@@ -94,10 +87,7 @@ class SDCounterfactualSampler:
             pixels: [B, channels, H, W] in [-1, 1] (H = W = image_size from the explain job).
             ids: B image ids (they seed the noise).
         """
-        classes = tuple(range(model.num_classes)) if classes is None else tuple(int(c) for c in classes)
-        bad = [c for c in classes if not 0 <= c < model.num_classes]
-        if bad:
-            raise ConfigError(f"classes {bad} are out of range for a model with classes {model.class_names}")
+        classes = self.target_classes(model, classes)
         if pixels.ndim != 4 or pixels.shape[1] != model.channels:
             raise DataError(f"pixels: expected [B, {model.channels}, H, W] images, got {list(pixels.shape)}")
         if len(ids) != pixels.shape[0]:
