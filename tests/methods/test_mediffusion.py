@@ -220,7 +220,7 @@ def test_meddiff_explain_runs_classifier_guidance_through_the_registry(phantom_r
                  "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "explained 2 image(s)" in printed and "gallery:" in printed
-    from meddiff.explain.job import read_index
+    from meddiff.results.explanations import read_index
 
     index = read_index(out)
     assert len(index) == 4 and set(index["class"]) == {0, 1} and (index["status"] == "ok").all()

@@ -397,7 +397,7 @@ def test_sd_counterfactual_tensor_function_shares_noise_and_reads_v_prediction(t
 def test_explain_an_sd_run_end_to_end_and_refuse_a_baseline(overfit_run, tmp_path):
     from PIL import Image
 
-    from meddiff.explain import schema as X
+    from meddiff.results import explain_schema as X
     from meddiff.explain.job import explain_results, read_index
     from meddiff.scoring.local import score_checkpoint
 
