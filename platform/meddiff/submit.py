@@ -14,7 +14,9 @@ from typing import Callable, Sequence
 
 from meddiff.errors import MeddiffError
 
-EXCLUDES = [".venv", ".git", "runs", "results", "outputs", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+# gitignore-style, anchored at the working dir: a top-level runs/ or results/ folder holds artefacts, while
+# platform/meddiff/results/ is the package that reads them
+EXCLUDES = [".venv", ".git", "/runs", "/results", "/outputs", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_PATIENCE_S = 120.0
 
