@@ -57,7 +57,8 @@ def test_a_toy_method_trains_scores_reports_and_shows_in_the_dashboard(toy, tmp_
     assert meta["method"] == "toy" and meta["method_capabilities"] == {"votes": False, "counterfactuals": False}
     assert df[S.PRED_VOTE].isna().all() and (df[S.NFE] == 1).all()
     accuracy = float((df[S.PRED] == df[S.LABEL]).mean())
-    assert accuracy > 0.65, accuracy  # logistic regression on 8 x 8 pooled chest X-rays learns something
+    # logistic regression on 8 x 8 pooled chest X-rays: 86.1 % on this machine (seeded), above the diffusion demo
+    assert accuracy > 0.8, accuracy
     run = open_results(results)
     assert run.method == "toy" and not run.votes
 
