@@ -236,7 +236,7 @@ def test_meddiff_explain_runs_classifier_guidance_through_the_registry(phantom_r
 
 def test_explain_refuses_methods_without_counterfactuals(tmp_path):
     from meddiff.errors import CheckpointError
-    from meddiff.explain.job import counterfactual_loader
+    from meddiff.methods import counterfactual_loader
 
     with pytest.raises(CheckpointError, match="'didicm' checkpoint and didicm has no counterfactuals: its diffusion "
                                               "runs over the label.*methods with counterfactuals: diffusion, "

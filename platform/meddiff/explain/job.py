@@ -28,9 +28,10 @@ import pyarrow.parquet as pq
 
 from meddiff.config import ExplainConfig, to_dict
 from meddiff.data import ImageDecoder
-from meddiff.errors import CheckpointError, DataError, ResultsError
+from meddiff.errors import DataError, ResultsError
 from meddiff.explain import render
 from meddiff.explain.select import select_images
+from meddiff.methods import counterfactual_loader
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
 from meddiff.results import explain_schema as X
@@ -102,22 +103,6 @@ class Explainer:
             X.GUIDANCE: self.cfg.guidance, X.SEED: self.cfg.seed, X.MODEL_ID: self.model.model_id,
             X.CODE_VERSION: self._code_version,
         }
-
-
-def counterfactual_loader(kind: str | None, where: str):
-    """The ``load_counterfactuals`` function of the method that wrote a checkpoint of ``kind`` (its registry entry);
-    a method without counterfactuals is refused with its reason."""
-    from meddiff.method_registry import METHODS, discover, get_method, resolve
-
-    if kind not in discover():
-        raise CheckpointError(f"{where}: checkpoint kind {kind!r} is not a registered method; known: {sorted(METHODS)}")
-    method = get_method(kind)
-    if method.counterfactual is None:
-        able = sorted(m.name for m in METHODS.values() if m.counterfactual)
-        raise CheckpointError(f"{where} is a {kind!r} checkpoint and {kind} has no counterfactuals"
-                              f"{': ' + method.counterfactual_note if method.counterfactual_note else ''}; methods "
-                              f"with counterfactuals: {', '.join(able)}")
-    return resolve(method.counterfactual)
 
 
 def _int_or_none(v):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meddiff.errors import CheckpointError
 from meddiff.method_registry import (METHODS, Method, discover, get_method, predictor_class, register, resolve,
                                      train_function)
 
@@ -22,5 +23,20 @@ def load_predictor(path: str | Path, cfg):
     return predictor_class(kind, str(path)).from_checkpoint(path, cfg)
 
 
-__all__ = ["METHODS", "Method", "discover", "get_method", "load_predictor", "predictor_class", "register", "resolve",
+def counterfactual_loader(kind: str | None, where: str):
+    """The ``load_counterfactuals`` function of the method that wrote a checkpoint of ``kind`` (its registry entry,
+    ``meddiff.methods.explainer``); a method without counterfactuals is refused with its reason."""
+    methods = discover()
+    if kind not in methods:
+        raise CheckpointError(f"{where}: checkpoint kind {kind!r} is not a registered method; known: {sorted(methods)}")
+    method = methods[kind]
+    if method.counterfactual is None:
+        able = sorted(m.name for m in methods.values() if m.counterfactual)
+        raise CheckpointError(f"{where} is a {kind!r} checkpoint and {kind} has no counterfactuals"
+                              f"{': ' + method.counterfactual_note if method.counterfactual_note else ''}; methods "
+                              f"with counterfactuals: {', '.join(able)}")
+    return resolve(method.counterfactual)
+
+
+__all__ = ["METHODS", "Method", "counterfactual_loader", "discover", "get_method", "load_predictor", "predictor_class", "register", "resolve",
            "train_function"]

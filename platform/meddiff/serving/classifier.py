@@ -159,7 +159,7 @@ class ImageClassifier:
         """Counterfactuals of one image under every class: a PNG strip (input, reconstruction per class, difference
         map per class; see ``meddiff.explain.render``) as base64, with the reconstruction errors and the settings."""
         from meddiff.explain import render
-        from meddiff.explain.job import counterfactual_loader
+        from meddiff.methods import counterfactual_loader
 
         if self.explain_cfg is None:
             raise UploadError(400, f"explain=true needs a method with counterfactuals; this one is a "
