@@ -37,6 +37,10 @@ class DataConfig:
     balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC.
     split_seed: seed of balancing and of the stratified split made for sources that have none.
     split_fractions: train/val/test fractions of that split.
+    cv_folds: 0 (no cross-validation) or k >= 2: every row (official splits are pooled) gets a stratified group fold
+        0..k-1 (``meddiff cv``); fold ``cv_fold`` is the test split, a stratified group part of the others (the
+        val fraction of ``split_fractions`` relative to train + val) is val, the rest train.
+    cv_fold: the fold held out as test when ``cv_folds`` is set.
     """
 
     source: str = "phantom"
@@ -46,6 +50,8 @@ class DataConfig:
     balance: bool = False
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    cv_folds: int = 0
+    cv_fold: int = 0
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 4 and self.image_size % 2 == 0, "data.image_size", "an even integer >= 4", self.image_size)
@@ -54,6 +60,9 @@ class DataConfig:
             len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1.0) < 1e-6 and min(self.split_fractions) >= 0,
             "data.split_fractions", "three non-negative fractions summing to 1", self.split_fractions,
         )
+        _check(self.cv_folds == 0 or self.cv_folds >= 2, "data.cv_folds", "0 (off) or an integer >= 2", self.cv_folds)
+        _check(0 <= self.cv_fold < max(self.cv_folds, 1), "data.cv_fold", f"a fold in 0..{max(self.cv_folds, 1) - 1}",
+               self.cv_fold)
 
 
 @dataclass(frozen=True)

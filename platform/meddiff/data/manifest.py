@@ -12,10 +12,15 @@ Columns (``MANIFEST_COLUMNS``):
     path         absolute path of the image file or .npz file, or a ``phantom://<seed>`` URI
     array_key    key of the array inside the .npz ("" for files and phantoms)
     array_index  row in that array, or the phantom index (-1 for files)
+    group        patient / lesion / site the image belongs to (splits never divide a group); the image id itself when
+                 the source has no groups (``Manifest.grouping`` says which)
+    metadata     JSON object of metadata columns kept for subgroup analysis (sex, age, view, site, batch), "{}" if none
+    fold         cross-validation fold (0..k-1) when ``data.cv_folds`` is set, else -1
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,7 +31,8 @@ import pandas as pd
 
 from meddiff.errors import ConfigError, DataError
 
-MANIFEST_COLUMNS = ("id", "label", "split", "source", "path", "array_key", "array_index")
+MANIFEST_COLUMNS = ("id", "label", "split", "source", "path", "array_key", "array_index", "group", "metadata", "fold")
+NO_GROUPS = "none: each image is its own group"
 SPLITS = ("train", "val", "test")
 # Split value a source leaves when it has no official split; build_manifest replaces it by a stratified split.
 UNSPLIT = ""
@@ -39,6 +45,7 @@ class Manifest:
     frame: pd.DataFrame
     class_names: tuple[str, ...]
     name: str
+    grouping: str = NO_GROUPS  # what a group is ("patient (from Path)", ...) or NO_GROUPS
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -50,7 +57,7 @@ class Manifest:
         if split not in SPLITS:
             raise ConfigError(f"split: expected one of {SPLITS + ('all',)}, got {split!r}")
         rows = self.frame[self.frame["split"] == split].reset_index(drop=True)
-        return Manifest(rows, self.class_names, self.name)
+        return dataclasses.replace(self, frame=rows)
 
     def fingerprint(self) -> str:
         """sha256 hex of the sorted (id, label, split) triples and the class names: the training data hash.
@@ -90,8 +97,11 @@ def manifest_frame(
     splits: Sequence[str] | None = None,
     array_keys: Sequence[str] | None = None,
     array_indices: Sequence[int] | None = None,
+    groups: Sequence[str] | None = None,
+    metadata: Sequence[dict] | None = None,
 ) -> pd.DataFrame:
-    """A DataFrame with exactly ``MANIFEST_COLUMNS`` and their dtypes (defaults: unsplit, files)."""
+    """A DataFrame with exactly ``MANIFEST_COLUMNS`` and their dtypes (defaults: unsplit, files, each image its own
+    group, no metadata, no fold). ``metadata``: one dict per row (column -> text), stored as JSON."""
     n = len(ids)
     frame = pd.DataFrame(
         {
@@ -102,6 +112,10 @@ def manifest_frame(
             "path": pd.Series(list(paths), dtype=str),
             "array_key": pd.Series(list(array_keys) if array_keys is not None else [""] * n, dtype=str),
             "array_index": np.asarray(array_indices if array_indices is not None else [-1] * n, dtype=np.int64).reshape(n),
+            "group": pd.Series(list(groups) if groups is not None else list(ids), dtype=str),
+            "metadata": pd.Series([json.dumps(m, sort_keys=True) for m in metadata] if metadata is not None
+                                  else ["{}"] * n, dtype=str),
+            "fold": np.full(n, -1, dtype=np.int64),
         }
     )
     return frame
@@ -138,6 +152,29 @@ def stratified_split(
         for name, start, stop in zip(SPLITS, np.concatenate([[0], bounds[:-1]]), bounds):
             out[rows[start:stop]] = name
     return out
+
+
+def group_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[str] | np.ndarray, k: int, seed: int) -> np.ndarray:
+    """[N] int fold 0..k-1 per row: no group in two folds, each fold's class mix close to the whole's
+    (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``). DataError when there are fewer groups than folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.asarray(labels)
+    groups = np.asarray(groups).astype(str)
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise DataError(f"cannot make {k} folds from {n_groups} group(s); use fewer folds or more data")
+    _check_seed(seed, "fold seed")
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    # StratifiedGroupKFold needs each class to have >= k members to stratify; it still keeps groups whole otherwise.
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(seed) % (2**32))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            folds[test] = fold
+    return folds
 
 
 def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.DataFrame:

@@ -174,10 +174,16 @@ def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dic
 
 
 def identity_fields(row: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
-    """The columns that identify a manifest row: image id, label (-1 when unknown), label name, split, source."""
+    """The columns that identify a manifest row: image id, label (-1 when unknown), label name, split, source, group
+    (the image id when the row has none), metadata (JSON, "{}" when none) and cross-validation fold (null outside CV)."""
     label = row.get("label")
     label = -1 if label is None or label != label else int(label)
+    group = row.get("group")
+    fold = row.get("fold")
     return {
+        S.GROUP: str(group) if isinstance(group, str) and group else str(row["id"]),
+        S.METADATA: row.get("metadata") or "{}",
+        S.FOLD: None if fold is None or fold != fold or int(fold) < 0 else int(fold),
         S.IMAGE_ID: str(row["id"]),
         S.LABEL: label,
         S.LABEL_NAME: class_names[label] if 0 <= label < len(class_names) else None,

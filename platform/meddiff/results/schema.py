@@ -13,6 +13,9 @@ LABEL = "label"  # true class index, -1 when unknown (serving, unlabelled cohort
 LABEL_NAME = "label_name"
 SPLIT = "split"
 SOURCE = "source"
+GROUP = "group"  # patient / lesion / site id the image belongs to; the image id itself when the source has no groups
+METADATA = "metadata"  # JSON object of the manifest's metadata columns (sex, age band, view, site, batch, ...), "{}"
+FOLD = "fold"  # cross-validation fold of an out-of-fold row (``meddiff cv``), null otherwise
 PRED = "pred"  # prediction of the configured rule
 PRED_NAME = "pred_name"
 PRED_VOTE = "pred_vote"
@@ -21,6 +24,10 @@ VOTES = "votes"  # per-class vote counts
 PROB = "prob"  # per-class probability: vote share (diffusion) or softmax (baseline)
 MEAN_ERROR = "mean_error"  # per-class mean error over draws (diffusion)
 UNCERTAINTY = "uncertainty"  # normalised entropy of PROB, in [0, 1]
+DECISION = "decision"  # "accept" | "refer" at a risk-controlled uncertainty threshold; null when none was applied
+REFER_THRESHOLD = "refer_threshold"  # the uncertainty threshold: accept when uncertainty <= it
+RISK_ALPHA = "risk_alpha"  # the error rate among accepted images the threshold controls ...
+RISK_DELTA = "risk_delta"  # ... with probability at least 1 - delta over the calibration set
 N_DRAWS = "n_draws"  # draws used for this image
 NFE = "nfe"  # denoiser (or network) evaluations used for this image
 DRAW_ERRORS = "draw_errors"  # [C][N] per-draw errors (optional)
@@ -43,6 +50,9 @@ SCHEMA = pa.schema(
         pa.field(LABEL_NAME, pa.string()),
         pa.field(SPLIT, pa.string()),
         pa.field(SOURCE, pa.string()),
+        pa.field(GROUP, pa.string()),
+        pa.field(METADATA, pa.string()),
+        pa.field(FOLD, pa.int32()),
         pa.field(PRED, pa.int32()),
         pa.field(PRED_NAME, pa.string()),
         pa.field(PRED_VOTE, pa.int32()),
@@ -51,6 +61,10 @@ SCHEMA = pa.schema(
         pa.field(PROB, pa.list_(pa.float32())),
         pa.field(MEAN_ERROR, pa.list_(pa.float32())),
         pa.field(UNCERTAINTY, pa.float32()),
+        pa.field(DECISION, pa.string()),
+        pa.field(REFER_THRESHOLD, pa.float32()),
+        pa.field(RISK_ALPHA, pa.float32()),
+        pa.field(RISK_DELTA, pa.float32()),
         pa.field(N_DRAWS, pa.int32()),
         pa.field(NFE, pa.int32()),
         pa.field(DRAW_ERRORS, pa.list_(pa.list_(pa.float32()))),
@@ -66,6 +80,16 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS = tuple(SCHEMA.names)
+# Columns added after results sets were first written: a part file without them reads with them null.
+ADDED_COLUMNS = (GROUP, METADATA, FOLD, DECISION, REFER_THRESHOLD, RISK_ALPHA, RISK_DELTA)
+
+
+def with_added_columns(table: pa.Table) -> pa.Table:
+    """``table`` with every missing column of ``ADDED_COLUMNS`` appended as nulls of its schema type."""
+    for name in ADDED_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+    return table
 
 
 def to_table(rows: list[dict]) -> pa.Table:

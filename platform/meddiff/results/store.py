@@ -58,7 +58,9 @@ def read_table(out_dir: str | Path, columns: list[str] | None = None) -> pa.Tabl
     for f in files:
         table = pq.read_table(f, columns=columns)
         if columns is None:
+            table = S.with_added_columns(table)
             S.check_table(table, str(f))
+            table = table.select(list(S.COLUMNS))
         tables.append(table)
     return pa.concat_tables(tables)
 
