@@ -14,6 +14,7 @@ Classification rules (Favero et al. 2025, section 3; Li et al. 2023 for the aver
   normalised  a diagnostic the report replays from stored draws (every draw's errors rescaled to the same size);
               scoring does not produce it.
 Stopping rules: see ``STOPPING_RULES`` and the proofs in ``meddiff.diffusion.stopping``.
+Referral rules (when to refer an image to a clinician): see ``REFERRAL_RULES`` and ``meddiff.results.referral``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,35 @@ STOPPING_RULES: dict[str, StoppingRule] = {r.name: r for r in (
                  "P(stopping on a wrong leader) <= delta under continuous monitoring and any stopping time "
                  "(Robbins' mixture martingale, Ville's inequality)"),
 )}
+
+
+@dataclass(frozen=True)
+class ReferralRule:
+    """name: ``meddiff calibrate --rule`` value; choose: ``"module:function"`` (uncertainty, correct, alpha, delta)
+    -> a ``meddiff.results.referral.Threshold``; certified: whether it carries a finite-sample guarantee;
+    guarantee: what a user may rely on, in one sentence."""
+
+    name: str
+    choose: str
+    certified: bool
+    guarantee: str
+
+
+_REF = "meddiff.results.referral"
+REFERRAL_RULES: dict[str, ReferralRule] = {r.name: r for r in (
+    ReferralRule("ltt", f"{_REF}:ltt_threshold", True,
+                 "P(error rate among accepted images > alpha) <= delta over the calibration set (Learn then Test: "
+                 "exact binomial p-values, fixed-sequence testing from the most confident threshold)"),
+    ReferralRule("naive", f"{_REF}:naive_threshold", False,
+                 "none: the largest threshold whose calibration error rate is <= alpha; its true risk exceeds alpha "
+                 "about half the time (for comparison)"),
+)}
+
+
+def referral_rule(name: str) -> ReferralRule:
+    if name not in REFERRAL_RULES:
+        raise ConfigError(f"referral rule: unknown rule {name!r}; choose one of {tuple(REFERRAL_RULES)}")
+    return REFERRAL_RULES[name]
 
 
 def scoring_rules() -> tuple[str, ...]:

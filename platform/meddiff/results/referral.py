@@ -174,10 +174,14 @@ def naive_threshold(uncertainty, correct, alpha: float, delta: float = 0.1,
 
 
 def choose_threshold(rule: str, uncertainty, correct, alpha: float, delta: float, grid=None) -> Threshold:
-    """The threshold of ``rule`` ("ltt" or "naive"; ``meddiff.rules.REFERRAL_RULES``)."""
-    if rule not in (LTT, NAIVE):
-        raise ResultsError(f"unknown referral rule {rule!r}; expected {LTT!r} or {NAIVE!r}")
-    return _threshold(uncertainty, correct, alpha, delta, grid, rule)
+    """The threshold of ``rule``, dispatched through ``meddiff.rules.REFERRAL_RULES`` (ConfigError for an unknown
+    rule)."""
+    import importlib
+
+    from meddiff.rules import referral_rule
+
+    module, func = referral_rule(rule).choose.split(":")
+    return getattr(importlib.import_module(module), func)(uncertainty, correct, alpha, delta, grid=grid)
 
 
 def decide(uncertainty, threshold: float | None) -> np.ndarray:
