@@ -1,4 +1,5 @@
-"""The meddiff command line: ``meddiff train | score | explain | report | serve | dashboard | demo | submit | presets``.
+"""The meddiff command line: ``meddiff train | score | calibrate | explain | report | serve | dashboard | demo | submit |
+presets``.
 
 A thin layer: every command parses its arguments and calls one library function.
 """
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from meddiff.rules import STOPPING_RULES, scoring_rules
+from meddiff.rules import REFERRAL_RULES, STOPPING_RULES, scoring_rules
 from meddiff.errors import MeddiffError
 
 
@@ -173,6 +174,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from meddiff.results.runs import load
+    from meddiff.results.selective import calibrate, check, check_markdown
+
+    run = load(args.results)
+    if args.check:
+        rows = check(run, repeats=args.check, seed=args.seed)
+        print(check_markdown(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
+    if not args.out:
+        raise SystemExit("meddiff calibrate: --out referral.json is required unless --check")
+    record = calibrate(run, args.alpha, args.delta, rule=args.rule, split=args.split)
+    Path(args.out).write_text(json.dumps(record, indent=2))
+    cal = record["calibration"]
+    print(f"{args.rule}: threshold {record['threshold']} (accept uncertainty <= it; null = refer all), calibration "
+          f"coverage {100 * cal['coverage']:.1f} %, risk {100 * cal['risk']:.1f} %, upper bound {100 * cal['ucb']:.1f} % "
+          f"on {cal['n']} rows")
+    print(f"referral: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
                                      "classifiers (train, score, explain, report, serve, dashboard, demo)")
@@ -247,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="random draw subsets per N in the N ablation")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("calibrate", help="choose the referral threshold (error rate among accepted images <= alpha "
+                                         "with probability 1 - delta) on a results set, or --check the guarantee")
+    p.add_argument("results", help="results folder (a val split, or cross-validation out-of-fold rows)")
+    p.add_argument("--alpha", type=float, default=0.1, help="error rate among accepted images to control")
+    p.add_argument("--delta", type=float, default=0.1, help="chance the guarantee fails (over the calibration set)")
+    p.add_argument("--rule", choices=tuple(REFERRAL_RULES), default="ltt", help="ltt (certified) or naive")
+    p.add_argument("--split", help="calibrate on this split's rows only (e.g. val)")
+    p.add_argument("--out", help="referral.json to write (for `meddiff score/serve --referral`)")
+    p.add_argument("--check", type=int, metavar="R", help="instead: R group-aware re-splits, alpha 0.05 and 0.10, "
+                                                            "delta 0.1 (LTT vs naive, conformal sets)")
+    p.add_argument("--json", help="with --check: also write the table as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("bench", help="benchmark the paper's loop vs the engine, early exit and Ray scoring (JSON + markdown)")
     p.add_argument("--checkpoint", help="diffusion checkpoint (required unless --scale)")
