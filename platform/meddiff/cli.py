@@ -70,7 +70,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     score_cfg, ray_cfg = _job_configs(args, "score", ScoreConfig, {
         "n_draws": args.n_draws, "seed": args.seed, "split": args.split, "batch_size": args.batch_size,
-        "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta})
+        "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta,
+        "referral": args.referral})
     data_cfg = _score_data_config(args.data, args.checkpoint)
     use_ray = args.ray or args.actors is not None or args.address is not None
     if use_ray:
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="number of scoring actors (implies --ray)")
     p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
     p.add_argument("--json", help="also write the summary metrics to this JSON file")
+    p.add_argument("--referral", help="referral.json of `meddiff calibrate`: fill decision accept/refer in every row")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="train a tiny model on real data (or phantoms), score the test split, print metrics")

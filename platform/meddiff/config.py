@@ -163,6 +163,8 @@ class ScoreConfig:
     chunk_draws: draws added per image between stopping checks.
     max_batch: denoiser inputs per forward pass (0: 256 on CPU, 2048 on GPU).
     channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).
+    referral: a referral.json of ``meddiff calibrate`` ("" = none): every ok row gets decision accept/refer at its
+        threshold, with its alpha and delta (``meddiff.scoring.referral``); it must name this checkpoint's model_id.
     """
 
     n_draws: int = 51
@@ -185,6 +187,7 @@ class ScoreConfig:
     max_batch: int = 0
     channels_last: bool | None = None
     compile: bool = False
+    referral: str = ""
 
     def __post_init__(self) -> None:
         _check(self.shard_size > 0, "score.shard_size", "a positive integer", self.shard_size)

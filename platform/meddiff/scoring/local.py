@@ -13,6 +13,7 @@ from meddiff.progress import Progress
 from meddiff.provenance import code_version
 from meddiff.results.runs import registry_capabilities
 from meddiff.results.store import METHOD_CAPABILITIES, THROUGHPUT, read_meta, update_meta, write_meta
+from meddiff.scoring.referral import load_referral
 from meddiff.scoring.shards import plan_shards, score_shard
 
 
@@ -32,6 +33,8 @@ def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConf
         "code_version": code_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if cfg.referral:
+        meta["referral"] = load_referral(cfg.referral, bundle_meta.get("model_id")).record()
     meta.update(extra or {})
     return meta
 
@@ -125,6 +128,7 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     from meddiff.results.store import read_results
 
     bundle = read_bundle(checkpoint)
+    load_referral(cfg.referral, bundle.metadata.get("model_id"))  # refuse another model's referral before any work
     manifest = checkpoint_manifest(bundle.metadata, data_cfg, cfg.split)
     if ray_cfg is None:
         from meddiff.methods import load_predictor

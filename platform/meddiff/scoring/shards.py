@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from meddiff.errors import ResultsError
 from meddiff.results import schema as S
+from meddiff.scoring.referral import apply_referral, load_referral
 
 PLAN_FILE = "_plan.json"
 SLICES_DIR = "_shards"
@@ -117,6 +118,7 @@ def score_shard(predictor, plan: ShardPlan, shard: int, on_batch=None) -> dict[s
     rows = read_slice(plan, shard)
     # the whole shard at once: the engine keeps ``batch_size`` images in flight and refills slots as images stop
     out = predictor.predict_rows(rows)
+    apply_referral(out, load_referral(predictor.cfg.referral, predictor.model_id))
     if on_batch is not None:
         on_batch(len(out))
     write_shard(plan, shard, out)
