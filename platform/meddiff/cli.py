@@ -130,7 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from meddiff.serving.app import run_server
 
     settings = {"checkpoint": args.checkpoint, **_overrides(args.set)}
-    for key, value in (("n_draws", args.n_draws), ("seed", args.seed), ("max_batch_size", args.max_batch_size)):
+    for key, value in (("n_draws", args.n_draws), ("seed", args.seed), ("max_batch_size", args.max_batch_size),
+                       ("referral", args.referral)):
         if value is not None:
             settings[key] = value
     run_server(settings, host=args.host, port=args.port)
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="another serving setting, e.g. max_upload_bytes=5000000 or explain_steps=50 "
                         "(see meddiff.serving.classifier.ServeSettings)")
+    p.add_argument("--referral", help="referral.json of `meddiff calibrate`: answers carry decision accept/refer")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dashboard", help="browse results sets and explanations under a folder in a Streamlit app")

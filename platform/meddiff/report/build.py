@@ -7,6 +7,7 @@
     <out>/n_ablation.parquet    accuracy vs N, vote and average        -> n_ablation.png (Fig. 2)
     <out>/t_buckets.parquet, t_ranges.parquet                          -> t_ablation.png
     <out>/targets.parquet, shifts.parquet, vote_vs_average.parquet     -> vote_vs_average.png
+    <out>/selective.parquet     referral thresholds (LTT, naive), conformal sets, ECE -> risk_coverage.png
     <out>/report.md             all of the above as markdown, plus the ``notes`` file if given
 """
 
@@ -24,6 +25,7 @@ from meddiff.provenance import code_version
 from meddiff.report import ablation as A
 from meddiff.report import plots
 from meddiff.report.models import describe
+from meddiff.report.selective import selective_section
 from meddiff.report.table import calibration_frame, confusion_frame, coverage_frame, table1_rows
 from meddiff.report.vote_average import gap_frame, replay
 from meddiff.results.runs import ResultsSet, load
@@ -80,7 +82,11 @@ def build_report(
         figures["t_ablation"] = plots.t_ablation_plot(tables["t_buckets"], tables["t_ranges"], out / "t_ablation.png")
         figures["vote_vs_average"] = plots.gap_plot(tables["gaps"], tables["vote_vs_average"],
                                                     out / "vote_vs_average.png")
-    text = markdown(runs, infos, tables, figures, Path(notes).read_text() if notes else None, n_boot)
+    section = selective_section(runs, out, seed=seed)  # referral with a guarantee (report/selective.py)
+    figures.update(section["figures"])
+    paths["selective"] = out / "selective.parquet"
+    text = markdown(runs, infos, tables, figures, Path(notes).read_text() if notes else None, n_boot,
+                    sections=[section["markdown"]])
     report = out / "report.md"
     report.write_text(text)
     log(f"[report] {report} ({len(figures)} figures) in {time.monotonic() - t0:.1f}s")
@@ -137,7 +143,7 @@ def _ci(row, name: str, pct: bool) -> str:
 
 
 def markdown(runs: list[ResultsSet], infos: dict[str, dict[str, Any]], tables: dict[str, pd.DataFrame], figures: dict[str, Path], notes: str | None,
-             n_boot: int = 1000) -> str:
+             n_boot: int = 1000, sections: Sequence[str] = ()) -> str:
     t1 = tables["table1"]
     out = ["# meddiff comparison report", "",
            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by {code_version()} from {len(runs)} results set(s):", ""]
@@ -176,6 +182,7 @@ def markdown(runs: list[ResultsSet], infos: dict[str, dict[str, Any]], tables: d
     else:
         out += ["## Vote vs average", "", "No results set with stored per-draw errors (score with "
                 "`score.store_draws: true`), so the N and t ablations were skipped.", ""]
+    out += [s for s in sections]
     if notes:
         out += ["", notes.strip(), ""]
     return "\n".join(out) + "\n"

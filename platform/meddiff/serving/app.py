@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.datastructures import UploadFile
 
-from meddiff.serving.classifier import ImageClassifier, ServeSettings
+from meddiff.serving.classifier import ImageClassifier, ServeSettings, serving_referral
 from meddiff.serving.upload import (UploadError, UploadLimits, body_kind, check_content_length, check_image_id,
                                     content_id)
 
@@ -149,7 +149,8 @@ def build_app(args: Mapping[str, Any]) -> serve.Application:
     from meddiff.bundle import read_bundle
 
     settings = ServeSettings.from_mapping(args)
-    read_bundle(settings.checkpoint)  # a missing or broken checkpoint is a clear error now, not a crashing replica
+    bundle = read_bundle(settings.checkpoint)  # a missing or broken checkpoint is a clear error now, not a crashing replica
+    serving_referral(settings, bundle.metadata)  # so is a missing referral or one made for another model
     # replicas may run in another working directory: hand them the absolute path
     return Classifier.bind({**args, "checkpoint": str(Path(settings.checkpoint).expanduser().resolve())})
 

@@ -36,6 +36,8 @@ class ServeSettings:
     explain_t_start / explain_steps / explain_guidance: the counterfactual sampler of ``?explain=true``
         (None: the checkpoint's explain config, else the paper's 0.5 / 256 / 7.5).
     num_threads: torch threads of a replica (0: torch's default, one per core); device: auto | cpu | cuda.
+    referral: a referral.json of ``meddiff calibrate`` for this checkpoint's model_id (None: no decision); each
+        answer then carries decision accept/refer, the threshold, alpha and delta.
     """
 
     checkpoint: str
@@ -54,6 +56,7 @@ class ServeSettings:
     explain_guidance: float | None = None
     num_threads: int = 0
     device: str = "auto"
+    referral: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
@@ -68,7 +71,8 @@ class ServeSettings:
         """
         import yaml
 
-        parsed = {k: (yaml.safe_load(v) if isinstance(v, str) and k != "checkpoint" else v) for k, v in args.items()}
+        parsed = {k: (yaml.safe_load(v) if isinstance(v, str) and k not in ("checkpoint", "referral") else v)
+                  for k, v in args.items()}
         return from_dict(cls, parsed, "serve args")
 
     def limits(self) -> UploadLimits:
@@ -95,12 +99,25 @@ def explain_config(settings: ServeSettings, checkpoint_meta: Mapping[str, Any], 
     return from_dict(ExplainConfig, base, "explain")
 
 
+def serving_referral(settings: ServeSettings, checkpoint_meta: Mapping[str, Any]):
+    """The referral of ``settings.referral`` (None without one); ResultsError when it was calibrated for another
+    model_id than the checkpoint's."""
+    if not settings.referral:
+        return None
+    from meddiff.results.referral import check_model, read_referral
+
+    referral = read_referral(settings.referral)
+    check_model(referral, checkpoint_meta.get("model_id"))
+    return referral
+
+
 class ImageClassifier:
     """One loaded checkpoint answering single-image requests (a Serve replica holds one)."""
 
     def __init__(self, predictor, limits: UploadLimits, explain_cfg: ExplainConfig | None = None,
-                 checkpoint: str | None = None) -> None:
+                 checkpoint: str | None = None, referral=None) -> None:
         self.predictor = predictor
+        self.referral = referral  # a meddiff.results.referral.Referral or None
         self.limits = limits
         self.explain_cfg = explain_cfg
         self.checkpoint = checkpoint
@@ -116,7 +133,7 @@ class ImageClassifier:
         predictor = load_predictor(settings.checkpoint, cfg)
         method = get_method(predictor.method)
         explain = explain_config(settings, meta, cfg.seed) if method.counterfactual else None
-        return cls(predictor, settings.limits(), explain, settings.checkpoint)
+        return cls(predictor, settings.limits(), explain, settings.checkpoint, serving_referral(settings, meta))
 
     # --- requests -------------------------------------------------------------------------------------------------
 
@@ -153,7 +170,16 @@ class ImageClassifier:
             "method": row[S.METHOD],
             "seed": row[S.SEED],
             "model_id": row[S.MODEL_ID],
+            **self._decision(row),
         }
+
+    def _decision(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """decision (accept / refer), alpha, delta and threshold of the referral, when the endpoint has one."""
+        if self.referral is None:
+            return {}
+        f = self.referral.fields(row[S.UNCERTAINTY])
+        return {"decision": f[S.DECISION], "risk_alpha": f[S.RISK_ALPHA], "risk_delta": f[S.RISK_DELTA],
+                "refer_threshold": f[S.REFER_THRESHOLD], "referral_rule": self.referral.rule}
 
     def explain(self, pixels: torch.Tensor, image_id: str) -> dict[str, Any]:
         """Counterfactuals of one image under every class: a PNG strip (input, reconstruction per class, difference
@@ -199,6 +225,7 @@ class ImageClassifier:
                 "score_config": dataclasses.asdict(self.predictor.cfg),
                 "explain_config": None if self.explain_cfg is None else dataclasses.asdict(self.explain_cfg),
                 "limits": dataclasses.asdict(self.limits),
+                "referral": None if self.referral is None else self.referral.record(),
                 "image_id_rule": "the 'id' form field or query parameter if given, else 'sha256:' + sha256 of the "
                                  "image file's bytes; the noise of an image is seeded by (seed, image id)",
             },

@@ -1,0 +1,49 @@
+"""The report's referral section (meddiff.report.selective): calibration on the val rows, tested on the others;
+a referral recorded in meta.json applied to every row; else a stated group-aware 50/50 split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from meddiff.report.selective import selective_section
+from meddiff.results.referral import ltt_threshold, selective_figures
+from meddiff.results.runs import load
+from meddiff.results.selective import rows_of
+from tests.results.selective_rows import write_vote_results
+
+
+def test_section_calibrates_on_val_and_measures_on_test(tmp_path):
+    run = load(write_vote_results(tmp_path / "res", n=600))
+    out = tmp_path / "report"
+    out.mkdir()
+    section = selective_section([run], out, alpha=0.1, delta=0.1)
+    assert set(section) == {"title", "markdown", "figures", "tables"}
+    table = section["tables"]["selective"]
+    assert list(table["rule"]) == ["ltt", "naive"]
+    rows = rows_of(run.frame)
+    val, test = rows.splits == "val", rows.splits == "test"
+    t = ltt_threshold(rows.uncertainty[val], rows.correct[val], 0.1, 0.1)
+    ltt = table.iloc[0]
+    assert ltt["threshold"] == t.threshold and ltt["n_calibration"] == 300 and ltt["n_test"] == 300
+    expect = selective_figures(rows.uncertainty[test], rows.correct[test], t.threshold)
+    assert ltt["test_coverage"] == expect["coverage"] and ltt["test_risk"] == expect["risk"]
+    assert "val rows" in ltt["calibration"]
+    assert 0.8 < ltt["conformal_coverage"] <= 1.0 and ltt["conformal_set_size"] > 0
+    assert np.isfinite([ltt["ece_raw"], ltt["ece_temperature"], ltt["ece_isotonic"]]).all()
+    assert pd.read_parquet(out / "selective.parquet").shape[0] == 2 and (out / "risk_coverage.png").stat().st_size
+    assert "| ltt |" in section["markdown"] and "risk_coverage.png" in section["markdown"]
+
+
+def test_section_uses_the_recorded_referral_or_a_stated_split(tmp_path):
+    ref = {"path": "referral.json", "rule": "ltt", "alpha": 0.05, "delta": 0.1, "threshold": 0.2, "model_id": "m-sel"}
+    run = load(write_vote_results(tmp_path / "a", n=200, splits=("test",), meta={"referral": ref}))
+    (tmp_path / "ra").mkdir()
+    table = selective_section([run], tmp_path / "ra")["tables"]["selective"]
+    assert len(table) == 1 and table.iloc[0]["n_test"] == 200 and table.iloc[0]["threshold"] == 0.2
+    assert table.iloc[0]["alpha"] == 0.05 and "referral of meta.json" in table.iloc[0]["calibration"]
+    run = load(write_vote_results(tmp_path / "b", n=200, splits=("test",)))
+    (tmp_path / "rb").mkdir()
+    table = selective_section([run], tmp_path / "rb")["tables"]["selective"]
+    assert "group-aware 50/50" in table.iloc[0]["calibration"]
+    assert table.iloc[0]["n_calibration"] + table.iloc[0]["n_test"] == 200
