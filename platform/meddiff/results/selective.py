@@ -133,3 +133,35 @@ def check_markdown(rows: list[dict[str, Any]]) -> str:
     if len(conf) > 2:
         out += "\n\n" + "\n".join(conf)
     return out + "\n"
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A threshold chosen on calibration rows and measured on the held-out test rows (the dashboard's page).
+    how: how the calibration rows were chosen; chosen: the ``referral.Threshold``; test: ``selective_figures`` of the
+    test rows; curve: risk and coverage of the test rows at every distinct uncertainty."""
+
+    how: str
+    chosen: R.Threshold
+    test: dict[str, float]
+    curve: pd.DataFrame
+
+
+def held_out(frame: pd.DataFrame, rule: str, alpha: float, delta: float, seed: int = 0,
+             where: str = "results") -> HeldOut:
+    """``rule``'s threshold on the calibration rows of ``frame`` (its val rows, else a seeded group-aware 50/50
+    split) and its coverage and selective risk on the other rows."""
+    rows = rows_of(frame, where)
+    cal, how = calibration_split(rows, None, seed)
+    c, t = rows.take(cal), rows.take(~cal)
+    chosen = R.choose_threshold(rule, c.uncertainty, c.correct, alpha, delta)
+    curve = pd.DataFrame(R.risk_coverage_curve(t.uncertainty, t.correct))
+    return HeldOut(how, chosen, R.selective_figures(t.uncertainty, t.correct, chosen.threshold), curve)
+
+
+def referral_rules() -> dict[str, str]:
+    """{rule name: what it guarantees} of ``meddiff.rules.REFERRAL_RULES`` (for the dashboard, which reads only
+    ``meddiff.results``)."""
+    from meddiff.rules import REFERRAL_RULES
+
+    return {name: r.guarantee for name, r in REFERRAL_RULES.items()}
