@@ -71,7 +71,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     score_cfg, ray_cfg = _job_configs(args, "score", ScoreConfig, {
         "n_draws": args.n_draws, "seed": args.seed, "split": args.split, "batch_size": args.batch_size,
         "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta,
-        "referral": args.referral})
+        "referral": args.referral and str(Path(args.referral).expanduser().resolve())})  # actors: other cwd
     data_cfg = _score_data_config(args.data, args.checkpoint)
     use_ray = args.ray or args.actors is not None or args.address is not None
     if use_ray:
@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = {"checkpoint": args.checkpoint, **_overrides(args.set)}
     for key, value in (("n_draws", args.n_draws), ("seed", args.seed), ("max_batch_size", args.max_batch_size),
-                       ("referral", args.referral)):
+                       ("referral", args.referral and str(Path(args.referral).expanduser().resolve()))):
         if value is not None:
             settings[key] = value
     run_server(settings, host=args.host, port=args.port)
