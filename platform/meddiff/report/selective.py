@@ -110,7 +110,7 @@ def selective_section(runs: Sequence[ResultsSet], out_dir: str | Path, alpha: fl
     lines = ["| run | calibration | rule | alpha | delta | threshold | cal. coverage | test coverage | test risk "
              "| accepted (errors) / test |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        thr = "–" if r["threshold"] is None or r["threshold"] != r["threshold"] else f"{r['threshold']:.4f}"
+        thr = "–" if r["threshold"] is None or r["threshold"] != r["threshold"] else f"{r['threshold'] + 0.0:.4f}"
         lines.append(f"| {r['run']} | {r['calibration']} ({r['n_calibration']} rows) | {r['rule']} | {r['alpha']} "
                      f"| {r['delta']} | {thr} | {_pct(r['calibration_coverage'])} | {_pct(r['test_coverage'])} "
                      f"| {_pct(r['test_risk'])} | {r['test_accepted']} ({r['test_errors']}) / {r['n_test']} |")

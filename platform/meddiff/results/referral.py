@@ -151,7 +151,8 @@ def _threshold(uncertainty, correct, alpha: float, delta: float, grid, rule: str
         p0 = float(p[0, first]) if len(cand) else 1.0
         return Threshold(rule, alpha, delta, None, n, 0, 0, 0.0, 0.0, 1.0, p0)
     na, e = int(cum_n[0, j]), int(round(cum_e[0, j]))
-    return Threshold(rule, alpha, delta, float(cand[j]), n, na, e, na / n, e / na if na else 0.0,
+    # + 0.0: an entropy of -0.0 is written as threshold 0.0
+    return Threshold(rule, alpha, delta, float(cand[j]) + 0.0, n, na, e, na / n, e / na if na else 0.0,
                      clopper_pearson_upper(e, na, delta), float(p[0, j]))
 
 
