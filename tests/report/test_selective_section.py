@@ -47,3 +47,19 @@ def test_section_uses_the_recorded_referral_or_a_stated_split(tmp_path):
     table = selective_section([run], tmp_path / "rb")["tables"]["selective"]
     assert "group-aware 50/50" in table.iloc[0]["calibration"]
     assert table.iloc[0]["n_calibration"] + table.iloc[0]["n_test"] == 200
+
+
+def test_a_val_results_set_of_the_same_model_calibrates_the_test_set(tmp_path):
+    val = load(write_vote_results(tmp_path / "val", n=300, seed=1, splits=("val",),
+                                  meta={"score_config": {"split": "val"}}))
+    test = load(write_vote_results(tmp_path / "test", n=200, seed=2, splits=("test",),
+                                   meta={"score_config": {"split": "test"}}))
+    (tmp_path / "r").mkdir()
+    table = selective_section([val, test], tmp_path / "r")["tables"]["selective"]
+    row = table[(table["run"] == test.name) & (table["rule"] == "ltt")].iloc[0]
+    v, t = rows_of(val.frame), rows_of(test.frame)
+    chosen = ltt_threshold(v.uncertainty, v.correct, 0.1, 0.1)
+    assert row["n_calibration"] == 300 and row["n_test"] == 200 and f"val results set {val.name}" in row["calibration"]
+    assert row["threshold"] == chosen.threshold
+    assert row["test_coverage"] == selective_figures(t.uncertainty, t.correct, chosen.threshold)["coverage"]
+    assert "group-aware" in table[table["run"] == val.name].iloc[0]["calibration"]  # the val set itself: 50/50

@@ -6,7 +6,9 @@ the test rows).
 
 Calibration rows: the set's val rows when it holds val and other rows; else, when meta.json carries the referral
 ``meddiff score --referral`` applied, its threshold (every row is a test row; the conformal sets and calibrators then
-use a seeded group-aware 50/50 split, stated); else a seeded group-aware 50/50 split (``results.selective``).
+use a seeded group-aware 50/50 split, stated); else, when the report also holds a val-split results set of the same
+model_id, that set's rows (every row of this set is a test row: how a referral calibrated on val fares on test);
+else a seeded group-aware 50/50 split (``results.selective``).
 
 ``selective_section(runs, out_dir)`` returns {title, markdown, figures, tables} so a model card can embed it.
 """
@@ -21,7 +23,7 @@ import pandas as pd
 
 from meddiff.results import referral as R
 from meddiff.results.runs import ResultsSet
-from meddiff.results.selective import calibration_split, rows_of
+from meddiff.results.selective import Rows, calibration_split, rows_of
 
 TITLE = "Referral with a guarantee (selective prediction)"
 
@@ -30,11 +32,21 @@ def _pct(v) -> str:
     return "–" if v is None or v != v else f"{100 * v:.1f}"
 
 
-def run_rows(run: ResultsSet, alpha: float, delta: float, seed: int = 0) -> tuple[list[dict[str, Any]], dict]:
-    """(table rows of ``run``: one per rule, with the conformal and calibration figures; the test curve)."""
+def run_rows(run: ResultsSet, alpha: float, delta: float, seed: int = 0,
+             val_run: ResultsSet | None = None) -> tuple[list[dict[str, Any]], dict]:
+    """(table rows of ``run``: one per rule, with the conformal and calibration figures; the test curve).
+    ``val_run``: a val-split results set of the same model, used as the calibration rows when ``run`` has neither
+    val rows of its own nor a recorded referral."""
     rows = rows_of(run.frame, str(run.path))
     referral = run.meta.get("referral")
     cal, how = calibration_split(rows, referral, seed)
+    if val_run is not None and not referral and "val" not in set(rows.splits):
+        val = rows_of(val_run.frame, str(val_run.path))
+        rows = Rows(*(np.concatenate([a, b]) for a, b in zip(
+            (val.uncertainty, val.correct, val.probs, val.labels, val.groups, val.splits),
+            (rows.uncertainty, rows.correct, rows.probs, rows.labels, rows.groups, rows.splits))))
+        cal = np.arange(len(rows)) < len(val)
+        how = f"the val results set {val_run.name} of the same model (tested on every row of this set)"
     test = ~cal
     out: list[dict[str, Any]] = []
     base = {"run": run.name, "calibration": how, "n_calibration": int(cal.sum()), "n_test": int(test.sum())}
@@ -91,8 +103,10 @@ def selective_section(runs: Sequence[ResultsSet], out_dir: str | Path, alpha: fl
     ``selective.parquet`` and ``selective.json`` (the table) and ``risk_coverage.png`` into ``out_dir``."""
     out = Path(out_dir)
     rows, curves = [], {}
+    vals = {r.model_id: r for r in runs if r.split == "val" and r.model_id}
     for run in runs:
-        r, curve = run_rows(run, alpha, delta, seed)
+        val_run = vals.get(run.model_id) if run.split != "val" else None
+        r, curve = run_rows(run, alpha, delta, seed, val_run)
         rows += r
         curves[run.name] = curve
     table = pd.DataFrame(rows)
