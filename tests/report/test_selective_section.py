@@ -63,3 +63,17 @@ def test_a_val_results_set_of_the_same_model_calibrates_the_test_set(tmp_path):
     assert row["threshold"] == chosen.threshold
     assert row["test_coverage"] == selective_figures(t.uncertainty, t.correct, chosen.threshold)["coverage"]
     assert "group-aware" in table[table["run"] == val.name].iloc[0]["calibration"]  # the val set itself: 50/50
+
+
+def test_a_test_risk_far_above_alpha_is_flagged(tmp_path):
+    # calibration images are easy (few errors), the test images hard: the certified threshold fails on them
+    val = load(write_vote_results(tmp_path / "val", n=400, seed=1, splits=("val",), a=6.0, b=0.3,
+                                  meta={"score_config": {"split": "val"}}))
+    test = load(write_vote_results(tmp_path / "test", n=400, seed=2, splits=("test",), a=1.5, b=0.8,
+                                   meta={"score_config": {"split": "test"}}))
+    (tmp_path / "r").mkdir()
+    section = selective_section([val, test], tmp_path / "r", alpha=0.1, delta=0.1)
+    row = section["tables"]["selective"].query("run == @test.name and rule == 'ltt'").iloc[0]
+    assert row["test_risk"] > 0.15 and row["test_exceeds_alpha_p"] < 0.01
+    assert f"**Warning ({test.name}, ltt)**" in section["markdown"] and "exchangeable" in section["markdown"]
+    assert f"**Warning ({val.name}" not in section["markdown"]

@@ -15,10 +15,10 @@ CLASSES = ["normal", "pneumonia"]
 
 
 def write_vote_results(folder: Path, n: int = 400, seed: int = 0, model_id: str = "m-sel",
-                       splits=("val", "test"), meta: dict | None = None) -> Path:
+                       splits=("val", "test"), meta: dict | None = None, a: float = 3.0, b: float = 0.5) -> Path:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    share = rng.binomial(21, rng.beta(3.0, 0.5, n)) / 21
+    share = rng.binomial(21, rng.beta(a, b, n)) / 21
     p1 = np.where(y == 1, share, 1 - share)
     rows = []
     for i in range(n):

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from meddiff.results import referral as R
 from meddiff.results.runs import ResultsSet
@@ -68,11 +69,13 @@ def run_rows(run: ResultsSet, alpha: float, delta: float, seed: int = 0,
     calib = R.calibration_figures(c2.probs, c2.labels, t2.probs, t2.labels)
     for rule, thr, a, d, t in thresholds:
         fig = R.selective_figures(tr.uncertainty, tr.correct, thr)
+        # H0: the accepted test images' risk is <= alpha; a small p says these images are not like the calibration's
+        exceed_p = float(binom.sf(fig["errors"] - 1, fig["n_accepted"], a)) if fig["n_accepted"] else float("nan")
         out.append({**base, "rule": rule, "alpha": a, "delta": d, "threshold": thr,
                     "calibration_coverage": None if t is None else t.coverage,
                     "calibration_risk": None if t is None else t.risk, "ucb": None if t is None else t.ucb,
                     "test_coverage": fig["coverage"], "test_risk": fig["risk"], "test_accepted": fig["n_accepted"],
-                    "test_errors": fig["errors"], "conformal_coverage": sets["coverage"],
+                    "test_errors": fig["errors"], "test_exceeds_alpha_p": exceed_p, "conformal_coverage": sets["coverage"],
                     "conformal_set_size": sets["mean_set_size"], "conformal_qhat": conf.qhat, **calib})
     return out, R.risk_coverage_curve(tr.uncertainty, tr.correct)
 
@@ -128,6 +131,13 @@ def selective_section(runs: Sequence[ResultsSet], out_dir: str | Path, alpha: fl
         lines.append(f"| {r['run']} | {r['calibration']} ({r['n_calibration']} rows) | {r['rule']} | {r['alpha']} "
                      f"| {r['delta']} | {thr} | {_pct(r['calibration_coverage'])} | {_pct(r['test_coverage'])} "
                      f"| {_pct(r['test_risk'])} | {r['test_accepted']} ({r['test_errors']}) / {r['n_test']} |")
+    flagged = table[(table["test_exceeds_alpha_p"] < 0.01) & table["rule"].str.startswith(("ltt", "referral"))]
+    for _, r in flagged.iterrows():
+        lines += ["", f"**Warning ({r['run']}, {r['rule']})**: the error rate among accepted test images, "
+                      f"{_pct(r['test_risk'])} % ({r['test_errors']} of {r['test_accepted']}), is above alpha = "
+                      f"{r['alpha']} beyond chance (one-sided binomial p = {r['test_exceeds_alpha_p']:.2g}). The "
+                      f"guarantee assumes the test images are exchangeable with the calibration images; these are "
+                      f"not (another split, site or population): calibrate on images like these before relying on it."]
     md += lines + ["", "| run | conformal coverage | mean set size | temperature | ECE raw | ECE temperature "
                        "| ECE isotonic |", "|---|---|---|---|---|---|---|"]
     for _, r in table.drop_duplicates("run").iterrows():
