@@ -188,7 +188,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0
     if not args.out:
-        raise SystemExit("meddiff calibrate: --out referral.json is required unless --check")
+        from meddiff.errors import ConfigError
+
+        raise ConfigError("--out referral.json is required (or --check R for the re-split table)")
     record = calibrate(run, args.alpha, args.delta, rule=args.rule, split=args.split)
     Path(args.out).write_text(json.dumps(record, indent=2))
     cal = record["calibration"]

@@ -402,7 +402,8 @@ def resplit_check(uncertainty, correct, groups=None, probs=None, labels=None, al
 
     raw: ``repeats`` seeded group-aware 50/50 re-splits; the threshold is chosen on the calibration half and the
         test half's coverage and selective risk are measured; ``violation_raw`` is the share of re-splits whose test
-        risk exceeds alpha. The test half's risk is itself a noisy estimate (a threshold whose true risk is exactly
+        risk exceeds alpha (a re-split whose threshold refers every image counts as no violation; ``refer_all`` gives
+        how often that happened). The test half's risk is itself a noisy estimate (a threshold whose true risk is exactly
         alpha "violates" about half the time), so this frequency over-states violations.
     population: the whole set is taken as the population; calibration sets of the same size as the half are drawn
         from its rows with replacement (i.i.d., as the guarantee assumes), and the chosen threshold's exact risk on
