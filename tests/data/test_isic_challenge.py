@@ -16,7 +16,7 @@ def _fixture(tmp_path, write_image, targets, missing=()):
         if name not in missing:
             write_image(tmp_path / "train" / f"{name}.jpg", size=(30, 20), fmt="JPEG", seed=i)
     csv = tmp_path / "ISIC_2020_Training_GroundTruth.csv"
-    pd.DataFrame({"image_name": names, "patient_id": "IP_1", "target": targets}).to_csv(csv, index=False)
+    pd.DataFrame({"image_name": names, "patient_id": [f"IP_{i}" for i in range(len(names))], "target": targets}).to_csv(csv, index=False)
     return csv, names
 
 

@@ -1,0 +1,225 @@
+"""Leakage checks across the splits of a manifest: shared groups, identical images, near-identical images.
+
+A test image that also sits in training (the same patient, the same file, or the same picture re-encoded or brightened)
+inflates every figure computed on the test split. ``check_leakage`` counts, across splits:
+    groups          groups (patients, lesions) whose rows fall in two or more splits;
+    exact           pairs of rows in different splits with identical content: md5 of the file's bytes, or of the .npz
+                    row's array bytes (with its shape and dtype), or of the rendered phantom;
+    near            pairs in different splits, not identical, whose 64-bit difference hashes (dHash: the grayscale image
+                    resized to 9 x 8, one bit per horizontally adjacent pair, "is the left pixel brighter") differ in at
+                    most ``NEAR_MAX_DISTANCE`` bits. dHash compares neighbouring pixels, so a brightened or re-encoded
+                    copy keeps (almost) the same hash.
+Near pairs are found by multi-index hashing (Norouzi, Punjani & Fleet, "Fast search in Hamming space with multi-index
+hashing", CVPR 2012): the 64 bits are cut into ``NEAR_MAX_DISTANCE + 1`` bands, and two hashes within that distance
+agree exactly on at least one band (pigeonhole), so only rows sharing a band value are compared, not all N^2 pairs.
+
+Levels (``data.leakage_check``): ``full`` = groups + exact + near, ``exact`` = groups + exact, ``groups``, ``off``.
+Per-image hashes are cached in this process, keyed by (path, size, mtime, array key, index), so building the same
+manifest twice reads each file once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from meddiff.errors import DataError
+from meddiff.data.npz import cached_npz_key
+from meddiff.data.phantoms import PHANTOM_SCHEME, parse_phantom_uri, render_phantom
+
+LEVELS = ("full", "exact", "groups", "off")
+NEAR_MAX_DISTANCE = 4  # of 64 dHash bits; a brightened or re-encoded copy differs in 0-2, unrelated images in ~32
+MAX_EXAMPLES = 10
+_BLOCK = 2048  # rows compared at once inside a large bucket (memory bound _BLOCK^2 uint64)
+
+_HASH_CACHE: dict[tuple, tuple[str, int | None]] = {}
+
+
+def check_leakage(frame: pd.DataFrame, level: str = "full", official_splits: bool = False) -> dict[str, Any]:
+    """The leakage report of a split manifest frame (columns id, split, group, path, array_key, array_index, label).
+
+    Returns a plain dict: ``level``, ``official_splits``, ``seconds`` and, per level, ``groups`` / ``exact_duplicates``
+    / ``near_duplicates`` blocks, each with a count across splits and up to ``MAX_EXAMPLES`` examples (ids).
+    """
+    if level not in LEVELS:
+        raise DataError(f"data.leakage_check: expected one of {LEVELS}, got {level!r}")
+    start = time.perf_counter()
+    report: dict[str, Any] = {"level": level, "official_splits": bool(official_splits)}
+    if level == "off":
+        return report
+    splits = frame["split"].astype(str).to_numpy()
+    ids = frame["id"].astype(str).to_numpy()
+    report["groups"] = groups_across_splits(frame["group"].astype(str).to_numpy(), splits)
+    if level in ("exact", "full"):
+        md5s, dhashes = image_hashes(frame, with_dhash=level == "full")
+        report["exact_duplicates"] = exact_across_splits(md5s, splits, ids)
+        if level == "full":
+            report["near_duplicates"] = near_across_splits(dhashes, md5s, splits, ids, NEAR_MAX_DISTANCE)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line for the build log: the counts of each check that ran."""
+    if report.get("level") == "off":
+        return "leakage checks off"
+    parts = [f"groups across splits {report['groups']['across_splits']}"]
+    if "exact_duplicates" in report:
+        parts.append(f"exact duplicate pairs across splits {report['exact_duplicates']['pairs_across_splits']}")
+    if "near_duplicates" in report:
+        near = report["near_duplicates"]
+        parts.append(f"near-duplicate pairs across splits {near['pairs_across_splits']} "
+                     f"(dHash Hamming <= {near['max_hamming']})")
+    return "; ".join(parts) + f" ({report.get('seconds', 0):.1f} s)"
+
+
+def groups_across_splits(groups: np.ndarray, splits: np.ndarray) -> dict[str, Any]:
+    """Groups whose rows fall in more than one split: count and examples {group: [splits]}."""
+    table = pd.DataFrame({"group": groups, "split": splits})
+    per_group = table.groupby("group", sort=True)["split"].nunique()
+    leaking = per_group[per_group > 1].index.tolist()
+    examples = {g: sorted(table.loc[table["group"] == g, "split"].unique().tolist()) for g in leaking[:MAX_EXAMPLES]}
+    return {"n_groups": int(len(per_group)), "across_splits": len(leaking), "examples": examples}
+
+
+def exact_across_splits(md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray) -> dict[str, Any]:
+    """Pairs of rows in different splits with the same content hash."""
+    table = pd.DataFrame({"md5": md5s, "split": splits, "id": ids})
+    pairs, examples, images = 0, [], set()
+    for _, rows in table.groupby("md5", sort=True):
+        if rows["split"].nunique() < 2:
+            continue
+        members = rows.to_numpy()
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                if members[a][1] != members[b][1]:
+                    pairs += 1
+                    images.update((members[a][2], members[b][2]))
+                    if len(examples) < MAX_EXAMPLES:
+                        examples.append(sorted([members[a][2], members[b][2]]))
+    return {"hash": "md5 of file bytes / npz row bytes", "pairs_across_splits": pairs,
+            "images_involved": len(images), "examples": examples}
+
+
+def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray,
+                       max_distance: int) -> dict[str, Any]:
+    """Pairs in different splits, with different md5, whose dHashes differ in <= max_distance bits."""
+    pairs = near_pairs(dhashes, max_distance, splits)
+    found = sorted((int(i), int(j), int(d)) for i, j, d in pairs if md5s[i] != md5s[j])
+    examples = [[str(ids[i]), str(ids[j]), d] for i, j, d in sorted(found, key=lambda p: (p[2], ids[p[0]]))[:MAX_EXAMPLES]]
+    return {"hash": "dHash 64 bit (grayscale 9x8)", "max_hamming": int(max_distance),
+            "pairs_across_splits": len(found), "examples": examples}
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, labels: np.ndarray | None = None) -> set[tuple[int, int, int]]:
+    """{(i, j, distance)}, i < j, of uint64 hashes within ``max_distance`` bits (multi-index hashing, exact: every
+    such pair is found). With ``labels`` ([N], e.g. splits), only pairs with different labels are kept."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)[1] if labels is not None else None
+    n_bands = max_distance + 1
+    edges = np.linspace(0, 64, n_bands + 1).round().astype(int)
+    found: set[tuple[int, int, int]] = set()
+    for low, high in zip(edges[:-1], edges[1:]):
+        mask = np.uint64((1 << int(high - low)) - 1)
+        keys = (hashes >> np.uint64(low)) & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        stops = np.concatenate([starts[1:], [len(order)]])
+        for start, stop in zip(starts[stops - starts > 1], stops[stops - starts > 1]):
+            members = np.sort(order[start:stop])
+            if codes is not None and len(np.unique(codes[members])) < 2:
+                continue
+            _compare_bucket(hashes, members, codes, max_distance, found)
+    return found
+
+
+def _compare_bucket(hashes: np.ndarray, members: np.ndarray, codes: np.ndarray | None, max_distance: int,
+                    found: set[tuple[int, int, int]]) -> None:
+    for a in range(0, len(members), _BLOCK):
+        left = members[a:a + _BLOCK]
+        for b in range(a, len(members), _BLOCK):
+            right = members[b:b + _BLOCK]
+            dist = np.bitwise_count(hashes[left][:, None] ^ hashes[right][None, :])
+            hit = (dist <= max_distance) & (left[:, None] < right[None, :])
+            if codes is not None:
+                hit &= codes[left][:, None] != codes[right][None, :]
+            for i, j in zip(*np.nonzero(hit)):
+                found.add((int(left[i]), int(right[j]), int(dist[i, j])))
+
+
+def image_hashes(frame: pd.DataFrame, with_dhash: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """[N] md5 hex strings and [N] uint64 dHashes (zeros without ``with_dhash``) of the rows' images."""
+    md5s = np.empty(len(frame), dtype=object)
+    dhashes = np.zeros(len(frame), dtype=np.uint64)
+    for position, row in enumerate(frame[["id", "path", "array_key", "array_index", "label"]].itertuples(index=False)):
+        md5, dh = _row_hashes(str(row.path), str(row.array_key), int(row.array_index), int(row.label), str(row.id),
+                              with_dhash)
+        md5s[position] = md5
+        dhashes[position] = np.uint64(dh or 0)
+    return md5s, dhashes
+
+
+def dhash(gray: Image.Image | np.ndarray) -> int:
+    """64-bit difference hash of an image: grayscale, resized (bilinear) to 9 x 8, bit = left pixel > right pixel,
+    row-major, first bit most significant."""
+    image = gray if isinstance(gray, Image.Image) else Image.fromarray(np.asarray(gray))
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    bits = (small[:, :-1] > small[:, 1:]).reshape(-1)
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _row_hashes(path: str, key: str, index: int, label: int, row_id: str, with_dhash: bool) -> tuple[str, int | None]:
+    if path.startswith(PHANTOM_SCHEME):
+        cache_key: tuple = (path, index, label)
+    else:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise DataError(f"{path} (manifest id {row_id!r}): cannot read it for the leakage check ({exc})") from None
+        cache_key = (path, stat.st_size, stat.st_mtime_ns, key, index)
+    cached = _HASH_CACHE.get(cache_key)
+    if cached is not None and (cached[1] is not None or not with_dhash):
+        return cached
+    if path.startswith(PHANTOM_SCHEME):
+        pixels = render_phantom(parse_phantom_uri(path), index, label)
+        md5 = hashlib.md5(pixels.tobytes()).hexdigest()
+        image = Image.fromarray(pixels) if with_dhash else None
+    elif key:
+        pixels = np.ascontiguousarray(cached_npz_key(path, key)[index])
+        md5 = hashlib.md5(f"{pixels.shape}{pixels.dtype.str}".encode() + pixels.tobytes()).hexdigest()
+        image = Image.fromarray(pixels) if with_dhash else None
+    else:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        md5 = hashlib.md5(data).hexdigest()
+        image = _open_small(data, path, row_id) if with_dhash else None
+    result = (md5, dhash(image) if image is not None else None)
+    _HASH_CACHE[cache_key] = result
+    return result
+
+
+def _open_small(data: bytes, path: str, row_id: str) -> Image.Image:
+    """The image, decoded at a reduced size when the format allows (JPEG draft mode): dHash needs 9 x 8 pixels."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.draft("L", (64, 64))
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path} (manifest id {row_id!r}): cannot decode it for the leakage check ({exc})") from None
+    if image.mode not in ("L", "RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+        image = Image.fromarray(_to_uint8(np.asarray(image)))
+    return image
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    array = array.astype(np.float64)
+    low, high = float(array.min()), float(array.max())
+    return np.zeros(array.shape, np.uint8) if high <= low else ((array - low) * (255.0 / (high - low))).astype(np.uint8)
