@@ -111,7 +111,8 @@ def exact_across_splits(md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray) -
                     pairs += 1
                     images.update((members[a][2], members[b][2]))
                     if len(examples) < MAX_EXAMPLES:
-                        examples.append(sorted([members[a][2], members[b][2]]))
+                        examples.append({"a": members[a][2], "b": members[b][2],
+                                         "splits": [members[a][1], members[b][1]]})
     return {"hash": "md5 of file bytes / npz row bytes", "pairs_across_splits": pairs,
             "images_involved": len(images), "examples": examples}
 
@@ -136,7 +137,8 @@ def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray
         if corr >= min_correlation:
             found.append((i, j, d, corr))
     found.sort(key=lambda p: (-p[3], p[2], ids[p[0]]))
-    examples = [[str(ids[i]), str(ids[j]), d, round(c, 4)] for i, j, d, c in found[:MAX_EXAMPLES]]
+    examples = [{"a": str(ids[i]), "b": str(ids[j]), "splits": [str(splits[i]), str(splits[j])], "hamming": d,
+                 "correlation": round(c, 4)} for i, j, d, c in found[:MAX_EXAMPLES]]
     return {"hash": "dHash 64 bit (grayscale 9x8)", "max_hamming": int(max_distance),
             "min_correlation": float(min_correlation), "candidates": len(candidates),
             "pairs_across_splits": len(found), "examples": examples}

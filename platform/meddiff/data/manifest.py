@@ -53,6 +53,12 @@ class Manifest:
         """True when rows are grouped (patients, lesions), False when each image is its own group."""
         return self.grouping != NO_GROUPS
 
+    def data_checks(self) -> dict:
+        """What a bundle's metadata and a results meta.json record about the data beyond its fingerprint: the
+        grouping, the metadata columns and the leakage report of build_manifest."""
+        return {"grouping": self.grouping, "metadata_columns": sorted(self.metadata_columns()),
+                "leakage": self.checks}
+
     def metadata_columns(self) -> dict[str, dict[str, int]]:
         """Metadata column -> {value: row count}, over all rows (values as text, sorted)."""
         counts: dict[str, dict[str, int]] = {}

@@ -205,7 +205,8 @@ def run_loop(
         ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input [{cfg.data.channels}, "
                 f"{cfg.data.image_size}, {cfg.data.image_size}], {tc.steps} steps of batch {tc.batch_size} x "
                 f"{ctx.world_size} worker(s)")
-    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg), parameters=n_params,
+    metadata = dict(metadata, data_fingerprint=setup.fingerprint, data_checks=setup.manifest.data_checks(),
+                    config=to_dict(cfg), parameters=n_params,
                     train_images=len(setup.train_m), val_images=len(setup.val_m))
     metrics_file = setup.run_dir / "metrics.jsonl"
     progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,
