@@ -34,7 +34,8 @@ class DataConfig:
     params: the source's own settings (paths, column names); checked by the source.
     image_size: side of the square float image the decoder produces (pixels, before the wavelet transform).
     channels: 1 (grayscale) or 3 (RGB); images are converted, never guessed.
-    balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC.
+    balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC;
+        whole groups (patients) are kept or dropped when the source has groups (``data.manifest.balance_groups``).
     split_seed: seed of balancing and of the stratified split made for sources that have none.
     split_fractions: train/val/test fractions of that split.
     cv_folds: 0 (no cross-validation) or k >= 2: every row (official splits are pooled) gets a stratified group fold

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
+from meddiff.data.leakage import summary_line as leakage_summary
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.errors import CheckpointError, ConfigError, DataError
@@ -102,6 +103,8 @@ def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) ->
     if ctx.is_main:
         ctx.log(f"[train] {cfg.name} ({kind}): {len(train_m)} training images {train_m.class_counts()}, "
                 f"{len(val_m)} val images from {cfg.data.source}; device {device}")
+        if manifest.checks:
+            ctx.log(f"[train] data checks ({manifest.grouping}): {leakage_summary(manifest.checks)}")
     return setup
 
 
