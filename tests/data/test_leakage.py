@@ -14,6 +14,7 @@ from PIL import Image
 from meddiff.config import DataConfig
 from meddiff.data import build_manifest
 from meddiff.data.leakage import dhash, near_pairs
+from meddiff.data.summary import format_summary, manifest_summary
 from meddiff.errors import ConfigError
 
 
@@ -92,6 +93,9 @@ def test_official_splits_sharing_a_patient_are_reported(tmp_path, caplog):
     assert m.checks["groups"]["across_splits"] == 1
     assert m.checks["groups"]["examples"] == {"P3": ["test", "train"]}
     assert "official splits put 1 group(s) in two splits" in caplog.text
+    text = format_summary(manifest_summary(m))
+    assert "grouping: patient (column of labels.csv)" in text and "group P3 in splits ['test', 'train']" in text
+    assert "leakage (groups, official splits): groups across splits 1" in text
 
 
 def test_dhash_is_stable_under_brightening_and_differs_between_images():
