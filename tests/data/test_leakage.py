@@ -54,10 +54,10 @@ def test_planted_exact_and_near_duplicates_are_found(tmp_path, caplog):
         checks = build_manifest(_cfg(csv)).checks
     assert checks["level"] == "full" and checks["official_splits"] is True
     exact = checks["exact_duplicates"]
-    assert exact["pairs_across_splits"] == 1 and exact["images_involved"] == 2
+    assert exact["pairs_across_splits"] == 1 and exact["images_involved"] == 2 and exact["test_images_involved"] == 1
     assert exact["examples"] == [{"a": "im00", "b": "im17", "splits": ["train", "test"]}]
     near = checks["near_duplicates"]
-    assert near["pairs_across_splits"] == 1
+    assert near["pairs_across_splits"] == 1 and near["images_involved"] == 2 and near["test_images_involved"] == 1
     assert [(e["a"], e["b"], e["splits"]) for e in near["examples"]] == [("im01", "im18", ["train", "test"])]
     assert near["examples"][0]["hamming"] <= near["max_hamming"] and near["examples"][0]["correlation"] >= 0.98
     assert "1 exact duplicates pair(s) across splits" in caplog.text

@@ -53,7 +53,9 @@ def check_leakage(frame: pd.DataFrame, level: str = "full", official_splits: boo
     """The leakage report of a split manifest frame (columns id, split, group, path, array_key, array_index, label).
 
     Returns a plain dict: ``level``, ``official_splits``, ``seconds`` and, per level, ``groups`` / ``exact_duplicates``
-    / ``near_duplicates`` blocks, each with a count across splits and up to ``MAX_EXAMPLES`` examples (ids).
+    / ``near_duplicates`` blocks, each with a count across splits and up to ``MAX_EXAMPLES`` examples (ids); the
+    duplicate blocks also count the images involved and how many of them are test images (a test image with a copy in
+    train or val is not an independent test case).
     """
     if level not in LEVELS:
         raise DataError(f"data.leakage_check: expected one of {LEVELS}, got {level!r}")
@@ -113,11 +115,11 @@ def exact_across_splits(md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray) -
                 ra, rb = members[a], members[b]
                 if splits[ra] != splits[rb]:
                     pairs += 1
-                    images.update((str(ids[ra]), str(ids[rb])))
+                    images.update(((str(ids[ra]), str(splits[ra])), (str(ids[rb]), str(splits[rb]))))
                     if len(examples) < MAX_EXAMPLES:
                         examples.append({"a": str(ids[ra]), "b": str(ids[rb]), "splits": [str(splits[ra]), str(splits[rb])]})
-    return {"hash": "md5 of file bytes / npz row bytes", "pairs_across_splits": pairs,
-            "images_involved": len(images), "examples": examples}
+    return {"hash": "md5 of file bytes / npz row bytes", "pairs_across_splits": pairs, "images_involved": len(images),
+            "test_images_involved": sum(split == "test" for _, split in images), "examples": examples}
 
 
 def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray,
@@ -141,11 +143,13 @@ def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray
                                               thumbs[where[1][k:k + (1 << 16)]])
     hit = np.flatnonzero(corr >= min_correlation)
     hit = hit[np.lexsort((ids[i[hit]].astype(str), d[hit], -corr[hit]))]
+    involved = np.unique(np.concatenate([i[hit], j[hit]]))
     examples = [{"a": str(ids[i[k]]), "b": str(ids[j[k]]), "splits": [str(splits[i[k]]), str(splits[j[k]])],
                  "hamming": int(d[k]), "correlation": round(float(corr[k]), 4)} for k in hit[:MAX_EXAMPLES]]
     return {"hash": "dHash 64 bit (grayscale 9x8)", "max_hamming": int(max_distance),
             "min_correlation": float(min_correlation), "candidates": int(len(i)),
-            "pairs_across_splits": int(len(hit)), "examples": examples}
+            "pairs_across_splits": int(len(hit)), "images_involved": int(len(involved)),
+            "test_images_involved": int((splits[involved] == "test").sum()), "examples": examples}
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int, labels: np.ndarray | None = None) -> set[tuple[int, int, int]]:
