@@ -18,7 +18,8 @@ def _fixture(tmp_path, write_image, targets, missing=()):
         if name not in missing:
             write_image(tmp_path / "train" / f"{name}.jpg", size=(30, 20), fmt="JPEG", seed=i)
     csv = tmp_path / "ISIC_2020_Training_GroundTruth.csv"
-    pd.DataFrame({"image_name": names, "patient_id": [f"IP_{i}" for i in range(len(names))], "target": targets}).to_csv(csv, index=False)
+    patients = [f"IP_{i}" for i in range(len(names))]  # one image per patient: the split is the stratified one
+    pd.DataFrame({"image_name": names, "patient_id": patients, "target": targets}).to_csv(csv, index=False)
     return csv, names
 
 

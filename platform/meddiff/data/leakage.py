@@ -10,7 +10,7 @@ inflates every figure computed on the test split. ``check_leakage`` counts, acro
                     most ``NEAR_MAX_DISTANCE`` bits (candidates), confirmed by the Pearson correlation of the two
                     32 x 32 grayscale images being >= ``NEAR_MIN_CORRELATION``. dHash compares neighbouring pixels, so a
                     brightened or re-encoded copy keeps (almost) the same hash and a correlation near 1. The
-                    confirmation is needed on small, similar images: on PneumoniaMNIST (28 px chest X-rays) 17 141
+                    confirmation is needed on small, similar images: on PneumoniaMNIST (28 px chest X-rays) 17 137
                     cross-split pairs share a dHash within 4 bits, but only a handful correlate above 0.98 (the
                     99.9th percentile of random pairs is 0.89 there).
 Near pairs are found by multi-index hashing (Norouzi, Punjani & Fleet, "Fast search in Hamming space with multi-index
