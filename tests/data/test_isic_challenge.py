@@ -18,7 +18,7 @@ def _fixture(tmp_path, write_image, targets, missing=()):
         if name not in missing:
             write_image(tmp_path / "train" / f"{name}.jpg", size=(30, 20), fmt="JPEG", seed=i)
     csv = tmp_path / "ISIC_2020_Training_GroundTruth.csv"
-    patients = [f"IP_{i}" for i in range(len(names))]  # one image per patient: the split is the stratified one
+    patients = [f"IP_{i}" for i in range(len(names))]  # one image per patient: per-split class counts as stratified
     pd.DataFrame({"image_name": names, "patient_id": patients, "target": targets}).to_csv(csv, index=False)
     return csv, names
 

@@ -264,10 +264,12 @@ def balance_groups(frame: pd.DataFrame, seed: int, n_classes: int | None = None)
     """Undersample whole groups (column ``group``) so that no class has more rows than the smallest class; rows keep
     their order, and a group is kept or dropped whole, so no group is split by balancing.
 
-    Groups are visited in an order shuffled by ``seed``, the groups holding rows of the smallest class first; a group is
-    kept when every class it has rows of still has room (rows of class c kept <= rows of the smallest class). A
-    mixed-label group counts toward each class it has rows of, so it is kept only when it fits in all of them. Classes
-    end equal up to what indivisible groups allow (never above the smallest class's count).
+    Groups are visited by decreasing share of rows of the smallest class (ties in an order shuffled by ``seed``): pure
+    groups of the smallest class first, then mixed groups richest in it, then the rest. A group is kept when every
+    class it has rows of still has room (rows of class c kept <= rows of the smallest class). A mixed-label group counts
+    toward each class it has rows of, so it is kept only when it fits in all of them. Classes end equal up to what
+    indivisible groups allow (never above the smallest class's count); when most groups are mixed, the smallest
+    class can stay short of the others (``meddiff data`` prints the counts).
     """
     _check_seed(seed, "balance seed")
     labels = frame["label"].to_numpy()
@@ -286,7 +288,8 @@ def balance_groups(frame: pd.DataFrame, seed: int, n_classes: int | None = None)
     smallest = int(per_class.min())
     rarest = int(np.argmin(per_class))
     shuffled = np.random.default_rng([seed, 2]).permutation(len(names))
-    order = shuffled[np.argsort(~(counts[shuffled, rarest] > 0), kind="stable")]
+    share = counts[:, rarest] / counts.sum(axis=1)  # [G] fraction of each group's rows in the smallest class
+    order = shuffled[np.argsort(-share[shuffled], kind="stable")]
     kept = np.zeros(len(classes), dtype=np.int64)
     keep_group = np.zeros(len(names), dtype=bool)
     for g in order:
