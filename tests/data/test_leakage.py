@@ -120,3 +120,11 @@ def test_near_pairs_equal_brute_force(max_distance):
     expected = {(int(a), int(b), int(dist[a, b])) for a, b in zip(i, j)}
     assert len(expected) > 10
     assert near_pairs(hashes, max_distance, labels) == expected
+
+
+def test_an_undecodable_image_is_left_out_not_fatal(tmp_path):
+    csv = _fixture(tmp_path, plant=True)
+    (tmp_path / "im05.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    checks = build_manifest(_cfg(csv)).checks  # scoring marks the row failed; the manifest still builds
+    assert checks["near_duplicates"]["undecodable"] == 1
+    assert checks["near_duplicates"]["pairs_across_splits"] == 1 and checks["exact_duplicates"]["pairs_across_splits"] == 1

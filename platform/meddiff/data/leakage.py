@@ -45,7 +45,8 @@ THUMB = 32
 MAX_EXAMPLES = 10
 _BLOCK = 2048  # rows compared at once inside a large bucket (memory bound _BLOCK^2 uint64)
 
-_HASH_CACHE: dict[tuple, tuple[str, int | None]] = {}
+_HASH_CACHE: dict[tuple, tuple[str, int | None]] = {}  # dHash None: not computed; _UNDECODABLE: cannot decode
+_UNDECODABLE = -1
 _THUMB_CACHE: dict[tuple, np.ndarray] = {}  # only images that were near-duplicate candidates
 
 
@@ -67,12 +68,12 @@ def check_leakage(frame: pd.DataFrame, level: str = "full", official_splits: boo
     ids = frame["id"].to_numpy(dtype=object).astype(str)
     report["groups"] = groups_across_splits(frame["group"].astype(str).to_numpy(), splits)
     if level in ("exact", "full"):
-        md5s, dhashes = image_hashes(frame, with_dhash=level == "full")
+        md5s, dhashes, decoded = image_hashes(frame, with_dhash=level == "full")
         report["exact_duplicates"] = exact_across_splits(md5s, splits, ids)
         if level == "full":
             records = frame[["id", "path", "array_key", "array_index", "label"]].to_dict("records")
             report["near_duplicates"] = near_across_splits(dhashes, md5s, splits, ids, NEAR_MAX_DISTANCE,
-                                                           lambda i: _thumbnail(records[i]))
+                                                           lambda i: _thumbnail(records[i]), decoded=decoded)
     report["seconds"] = round(time.perf_counter() - start, 3)
     return report
 
@@ -123,11 +124,15 @@ def exact_across_splits(md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray) -
 
 
 def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray, ids: np.ndarray,
-                       max_distance: int, thumbnail, min_correlation: float = NEAR_MIN_CORRELATION) -> dict[str, Any]:
+                       max_distance: int, thumbnail, min_correlation: float = NEAR_MIN_CORRELATION,
+                       decoded: np.ndarray | None = None) -> dict[str, Any]:
     """Pairs in different splits, with different md5, whose dHashes differ in <= max_distance bits (candidates) and
     whose ``thumbnail(i)`` images ([32, 32]) correlate >= min_correlation (confirmed). Vectorised: one thumbnail per
-    candidate image, correlations of the candidate pairs in chunks."""
-    i, j, d = near_pair_arrays(dhashes, max_distance, splits)
+    candidate image, correlations of the candidate pairs in chunks. ``decoded``: [N] bool, False for rows whose image
+    could not be decoded (they are left out and counted as ``undecodable``; scoring marks them as failed rows)."""
+    usable = np.flatnonzero(np.ones(len(dhashes), bool) if decoded is None else decoded)
+    i, j, d = near_pair_arrays(np.asarray(dhashes)[usable], max_distance, np.asarray(splits)[usable])
+    i, j = usable[i], usable[j]
     differ = np.asarray(md5s)[i] != np.asarray(md5s)[j]
     i, j, d = i[differ], j[differ], d[differ]
     rows = np.unique(np.concatenate([i, j]))
@@ -147,7 +152,8 @@ def near_across_splits(dhashes: np.ndarray, md5s: np.ndarray, splits: np.ndarray
     examples = [{"a": str(ids[i[k]]), "b": str(ids[j[k]]), "splits": [str(splits[i[k]]), str(splits[j[k]])],
                  "hamming": int(d[k]), "correlation": round(float(corr[k]), 4)} for k in hit[:MAX_EXAMPLES]]
     return {"hash": "dHash 64 bit (grayscale 9x8)", "max_hamming": int(max_distance),
-            "min_correlation": float(min_correlation), "candidates": int(len(i)),
+            "min_correlation": float(min_correlation), "undecodable": int(len(dhashes) - len(usable)),
+            "candidates": int(len(i)),
             "pairs_across_splits": int(len(hit)), "images_involved": int(len(involved)),
             "test_images_involved": int((splits[involved] == "test").sum()), "examples": examples}
 
@@ -202,16 +208,19 @@ def _compare_bucket(hashes: np.ndarray, members: np.ndarray, codes: np.ndarray |
     return out
 
 
-def image_hashes(frame: pd.DataFrame, with_dhash: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """[N] md5 hex strings and [N] uint64 dHashes (zeros without ``with_dhash``) of the rows' images."""
+def image_hashes(frame: pd.DataFrame, with_dhash: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[N] md5 hex strings, [N] uint64 dHashes (zeros without ``with_dhash``) and [N] bool "decoded" of the rows'
+    images (an image that does not decode has an md5 of its bytes but no dHash)."""
     md5s = np.empty(len(frame), dtype=object)
     dhashes = np.zeros(len(frame), dtype=np.uint64)
+    decoded = np.ones(len(frame), dtype=bool)
     for position, row in enumerate(frame[["id", "path", "array_key", "array_index", "label"]].itertuples(index=False)):
         md5, dh = _row_hashes(str(row.path), str(row.array_key), int(row.array_index), int(row.label), str(row.id),
                               with_dhash)
         md5s[position] = md5
-        dhashes[position] = np.uint64(dh or 0)
-    return md5s, dhashes
+        decoded[position] = dh != _UNDECODABLE
+        dhashes[position] = np.uint64(dh) if dh is not None and dh != _UNDECODABLE else np.uint64(0)
+    return md5s, dhashes, decoded
 
 
 def dhash(gray: Image.Image | np.ndarray) -> int:
@@ -242,6 +251,8 @@ def _decode_thumbnail(row: dict, path: str, key: str, index: int) -> np.ndarray:
     else:
         with open(path, "rb") as handle:
             image = _open_small(handle.read(), path, str(row["id"]))
+        if image is None:
+            raise DataError(f"{path} (manifest id {row['id']!r}): decoded for its hash but not for its thumbnail")
     return np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR))
 
 
@@ -270,19 +281,21 @@ def _row_hashes(path: str, key: str, index: int, label: int, row_id: str, with_d
             data = handle.read()
         md5 = hashlib.md5(data).hexdigest()
         image = _open_small(data, path, row_id) if with_dhash else None
-    result = (md5, dhash(image) if image is not None else None)
+    result = (md5, dhash(image) if image is not None else (_UNDECODABLE if with_dhash else None))
     _HASH_CACHE[cache_key] = result
     return result
 
 
-def _open_small(data: bytes, path: str, row_id: str) -> Image.Image:
-    """The image, decoded at a reduced size when the format allows (JPEG draft mode): dHash needs 9 x 8 pixels."""
+def _open_small(data: bytes, path: str, row_id: str) -> Image.Image | None:
+    """The image, decoded at a reduced size when the format allows (JPEG draft mode): dHash needs 9 x 8 pixels.
+    None when it does not decode: the leakage check skips it, scoring reports the row as failed
+    (``meddiff.data.decode``)."""
     try:
         image = Image.open(io.BytesIO(data))
         image.draft("L", (64, 64))
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path} (manifest id {row_id!r}): cannot decode it for the leakage check ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return None
     if image.mode not in ("L", "RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
         image = Image.fromarray(_to_uint8(np.asarray(image)))
     return image
