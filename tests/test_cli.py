@@ -90,6 +90,7 @@ def test_corrupt_image_becomes_an_error_row(tmp_path, pneumonia_npz, capsys):
             "--set", "data.params.label_column=y", "--set", "data.params.where={}",
             "--set", "data.params.exclude_labels=[]", "--set", "data.params.dedupe_column=null",
             "--set", "data.balance=false", "--set", "data.split_fractions=[1.0, 0.0, 0.0]",
+            "--set", "data.derive={}",  # the preset's archive_batch rule reads ISIC ids; these are not
             "--set", "ray.max_failures=0", *TINY]
     # training (in a Ray Train worker: the preset's ray.num_workers is 1) refuses the corrupt image with a clear
     # message naming the file, unwrapped from Ray's WorkerGroupError

@@ -1,5 +1,5 @@
-"""The meddiff command line: ``meddiff train | score | calibrate | explain | report | serve | dashboard | demo | submit |
-presets``.
+"""The meddiff command line: ``meddiff train | score | calibrate | cv | explain | report | serve | dashboard | demo |
+submit | presets | data``.
 
 A thin layer: every command parses its arguments and calls one library function.
 """
@@ -167,6 +167,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from meddiff.config import load_config
+    from meddiff.data import build_manifest
+    from meddiff.data.summary import format_summary, manifest_summary
+
+    summary = manifest_summary(build_manifest(load_config(args.config, _overrides(args.set)).data))
+    print(format_summary(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"summary: {args.json}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from meddiff.report.build import build_report
 
@@ -306,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", action="store_true", help="instead: Ray throughput and driver memory, 1k vs 10k images")
     p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("data", help="build a config's manifest and print rows per split x class, groups, metadata, leakage checks")
+    p.add_argument("config", help="YAML config (its data section is used)")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. data.leakage_check=exact")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("presets", help="list the built-in configs")
     p.set_defaults(func=cmd_presets)

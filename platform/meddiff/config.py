@@ -34,13 +34,19 @@ class DataConfig:
     params: the source's own settings (paths, column names); checked by the source.
     image_size: side of the square float image the decoder produces (pixels, before the wavelet transform).
     channels: 1 (grayscale) or 3 (RGB); images are converted, never guessed.
-    balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC.
+    balance: undersample the larger classes to the smallest one (seeded), as the paper does for CheXpert and ISIC;
+        whole groups (patients) are kept or dropped when the source has groups (``data.manifest.balance_groups``).
     split_seed: seed of balancing and of the stratified split made for sources that have none.
     split_fractions: train/val/test fractions of that split.
     cv_folds: 0 (no cross-validation) or k >= 2: every row (official splits are pooled) gets a stratified group fold
         0..k-1 (``meddiff cv``); fold ``cv_fold`` is the test split, a stratified group part of the others (the
         val fraction of ``split_fractions`` relative to train + val) is val, the rest train.
     cv_fold: the fold held out as test when ``cv_folds`` is set.
+    derive: new metadata column -> rule deriving it from a manifest column or a metadata column
+        (``{from: id, regex: 'ISIC_(\\d+)', bins: [...], labels: [...]}`` or ``{from: view, map: {AP: frontal}}``;
+        checked by ``meddiff.data.derive``).
+    leakage_check: what ``build_manifest`` checks across splits (``meddiff.data.leakage``): ``full`` (groups, exact
+        duplicates, near duplicates), ``exact`` (groups, exact duplicates), ``groups`` or ``off``.
     """
 
     source: str = "phantom"
@@ -52,6 +58,8 @@ class DataConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     cv_folds: int = 0
     cv_fold: int = 0
+    derive: Mapping[str, Any] = field(default_factory=dict)
+    leakage_check: str = "full"
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 4 and self.image_size % 2 == 0, "data.image_size", "an even integer >= 4", self.image_size)
@@ -63,6 +71,8 @@ class DataConfig:
         _check(self.cv_folds == 0 or self.cv_folds >= 2, "data.cv_folds", "0 (off) or an integer >= 2", self.cv_folds)
         _check(0 <= self.cv_fold < max(self.cv_folds, 1), "data.cv_fold", f"a fold in 0..{max(self.cv_folds, 1) - 1}",
                self.cv_fold)
+        _check(self.leakage_check in ("full", "exact", "groups", "off"), "data.leakage_check",
+               "one of full, exact, groups, off", self.leakage_check)
 
 
 @dataclass(frozen=True)

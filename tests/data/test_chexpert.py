@@ -74,7 +74,7 @@ def test_balanced_and_split(tmp_path, write_image):
 
 
 def test_missing_image_names_csv_line(tmp_path, write_image):
-    root = _tree(tmp_path, write_image, extra_valid=[_row("valid/missing/study1/view1_frontal.jpg", effusion="1.0")])
+    root = _tree(tmp_path, write_image, extra_valid=[_row("valid/patient09999/missing/view1_frontal.jpg", effusion="1.0")])
     with pytest.raises(DataError, match=rf"{root / 'valid.csv'} line 4 \(data row 3\): image file .* does not exist"):
         build_manifest(_cfg(root))
 

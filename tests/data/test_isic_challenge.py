@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -16,7 +18,8 @@ def _fixture(tmp_path, write_image, targets, missing=()):
         if name not in missing:
             write_image(tmp_path / "train" / f"{name}.jpg", size=(30, 20), fmt="JPEG", seed=i)
     csv = tmp_path / "ISIC_2020_Training_GroundTruth.csv"
-    pd.DataFrame({"image_name": names, "patient_id": "IP_1", "target": targets}).to_csv(csv, index=False)
+    patients = [f"IP_{i}" for i in range(len(names))]  # one image per patient: per-split class counts as stratified
+    pd.DataFrame({"image_name": names, "patient_id": patients, "target": targets}).to_csv(csv, index=False)
     return csv, names
 
 
@@ -48,3 +51,26 @@ def test_missing_image_names_file_and_line(tmp_path, write_image):
     csv, _ = _fixture(tmp_path, write_image, [0, 1, 0], missing=("ISIC_0000001",))
     with pytest.raises(DataError, match=rf"{csv} line 3 \(data row 2\): image file .*ISIC_0000001.jpg does not exist"):
         build_manifest(_cfg(tmp_path, csv))
+
+
+def test_patient_groups_and_metadata(tmp_path, write_image):
+    names = [f"ISIC_{i:07d}" for i in range(24)]
+    for i, name in enumerate(names):
+        write_image(tmp_path / "train" / f"{name}.jpg", size=(16, 16), fmt="JPEG", seed=i)
+    csv = tmp_path / "gt.csv"
+    pd.DataFrame({"image_name": names, "patient_id": [f"IP_{i // 4}" for i in range(24)],
+                  "lesion_id": [f"L{i // 2}" for i in range(24)], "sex": ["male", "female", ""] * 8,
+                  "age_approx": ["35.0", "45.0", "85.0", ""] * 6,
+                  "anatom_site_general_challenge": ["torso"] * 24, "target": [0, 1] * 12}).to_csv(csv, index=False)
+    m = build_manifest(_cfg(tmp_path, csv))
+    assert m.grouping == "patient_id (column of gt.csv)" and m.frame["group"].nunique() == 6
+    assert (m.frame.groupby("group")["split"].nunique() == 1).all()
+    meta = m.frame.set_index("id")["metadata"].map(json.loads)
+    assert meta["ISIC_0000000"] == {"sex": "male", "age_band": "<40", "site": "torso"}
+    assert meta["ISIC_0000002"] == {"age_band": "80+", "site": "torso"}  # blank sex left out
+    assert meta["ISIC_0000003"] == {"sex": "male", "site": "torso"}  # blank age left out
+    lesions = build_manifest(DataConfig(source="isic_challenge", params={
+        "csv": str(csv), "image_dir": str(tmp_path / "train"), "group_column": "lesion_id",
+        "metadata_columns": ["sex"]}))
+    assert lesions.grouping == "lesion_id (column of gt.csv)" and lesions.frame["group"].nunique() == 12
+    assert lesions.metadata_columns() == {"sex": {"female": 8, "male": 8}}

@@ -102,9 +102,13 @@ def test_meta_json_capabilities_are_what_the_scorer_writes(tmp_path):
         def __len__(self):
             return 0
 
+        def data_checks(self):
+            return {"grouping": "none", "metadata_columns": [], "leakage": {"level": "off"}}
+
     from meddiff.config import ScoreConfig
 
     meta = results_meta({"kind": "mediffusion", "model_id": "m", "class_names": ["a", "b"]}, Manifest(), ScoreConfig())
     assert meta["method_capabilities"] == {"votes": False, "counterfactuals": True}
+    assert meta["data"]["leakage"] == {"level": "off"} and meta["data"]["grouping"] == "none"
     assert json.loads(json.dumps(meta, default=str))["method_capabilities"] == registry_capabilities(
         "mediffusion").as_meta()

@@ -47,6 +47,10 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     assert meta["kind"] == "baseline" and meta["model"]["name"] == "resnet18" and meta["model_id"].startswith("resnet18-")
     assert meta["class_names"] == ["normal", "pneumonia"] and meta["image_size"] == 28 and meta["channels"] == 1
     assert meta["config"]["method"] == "baseline" and meta["data_fingerprint"] and meta["val_images"] == 270
+    # the leakage report of the manifest travels with the bundle: PneumoniaMNIST's official splits hold 4 exact
+    # duplicate pairs across splits (md5 of the npz rows), no groups
+    checks = meta["data_checks"]
+    assert checks["grouping"].startswith("none") and checks["leakage"]["exact_duplicates"]["pairs_across_splits"] == 4
     # the parameter count recorded at training time is the architecture's (the report reads it from here)
     from meddiff.report.models import parameter_count_m
 
@@ -91,6 +95,7 @@ def test_train_resume_and_score_on_pneumoniamnist(tmp_path, pneumonia_npz, capsy
     final = json.loads((run / "checkpoints/step_0000006/metadata.json").read_text())
     assert (df[S.MODEL_ID] == final["model_id"]).all() and (df[S.SEED] == 0).all()
     assert read_meta(res)["method"] == "baseline"
+    assert read_meta(res)["data"]["leakage"]["exact_duplicates"]["pairs_across_splits"] == 4
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["ok"] == 40 and 0 <= summary["accuracy"] <= 1 and "auc" in summary
 

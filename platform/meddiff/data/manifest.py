@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -46,6 +46,27 @@ class Manifest:
     class_names: tuple[str, ...]
     name: str
     grouping: str = NO_GROUPS  # what a group is ("patient (from Path)", ...) or NO_GROUPS
+    checks: dict = field(default_factory=dict)  # leakage report of build_manifest (meddiff.data.leakage), {} if none
+
+    @property
+    def has_groups(self) -> bool:
+        """True when rows are grouped (patients, lesions), False when each image is its own group."""
+        return self.grouping != NO_GROUPS
+
+    def data_checks(self) -> dict:
+        """What a bundle's metadata and a results meta.json record about the data beyond its fingerprint: the
+        grouping, the metadata columns and the leakage report of build_manifest."""
+        return {"grouping": self.grouping, "metadata_columns": sorted(self.metadata_columns()),
+                "leakage": self.checks}
+
+    def metadata_columns(self) -> dict[str, dict[str, int]]:
+        """Metadata column -> {value: row count}, over all rows (values as text, sorted)."""
+        counts: dict[str, dict[str, int]] = {}
+        for text in self.frame["metadata"]:
+            for key, value in json.loads(text).items():
+                column = counts.setdefault(key, {})
+                column[str(value)] = column.get(str(value), 0) + 1
+        return {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -154,6 +175,45 @@ def stratified_split(
     return out
 
 
+def stratified_group_split(
+    labels: Sequence[int] | np.ndarray, groups: Sequence[str] | np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign "train"/"val"/"test" per row so that no group is in two splits and each split's class counts are close
+    to ``fractions`` of each class's count. Returns [N] object array of split names.
+
+    Greedy, deterministic: groups are taken largest first (ties in an order shuffled by ``seed``), and each goes to the
+    split where it reduces the squared distance between the split's per-class counts and their targets (fraction x class
+    count) the most; a split with fraction 0 gets nothing. A mixed-label group counts toward each class it has rows of.
+    scikit-learn's ``StratifiedGroupKFold`` does the same kind of greedy assignment but only for k equal folds; this
+    takes any three fractions.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups).astype(str)
+    if labels.ndim != 1 or groups.shape != labels.shape:
+        raise DataError(f"stratified_group_split: labels and groups must be [N] arrays, got {labels.shape} and {groups.shape}")
+    _check_fractions(fractions)
+    _check_seed(seed, "split seed")
+    classes, label_codes = np.unique(labels, return_inverse=True)
+    names, group_codes = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(names), len(classes)), dtype=np.int64)  # [G, C] rows per group and class
+    np.add.at(counts, (group_codes, label_codes), 1)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    target = fractions[:, None] * counts.sum(axis=0)[None, :]  # [3, C]
+    shuffled = np.random.default_rng([seed, 1]).permutation(len(names))
+    order = shuffled[np.argsort(-counts.sum(axis=1)[shuffled], kind="stable")]
+    assigned = np.zeros((len(SPLITS), len(classes)), dtype=np.float64)
+    group_split = np.empty(len(names), dtype=np.int64)
+    for g in order:
+        v = counts[g]
+        cost = (v[None, :] * (2.0 * (assigned - target) + v[None, :])).sum(axis=1)
+        cost[fractions == 0] = np.inf
+        best = int(np.argmin(cost))
+        group_split[g] = best
+        assigned[best] += v
+    return np.asarray(SPLITS, dtype=object)[group_split[group_codes]]
+
+
 def group_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[str] | np.ndarray, k: int, seed: int) -> np.ndarray:
     """[N] int fold 0..k-1 per row: no group in two folds, each fold's class mix close to the whole's
     (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``). DataError when there are fewer groups than folds."""
@@ -198,6 +258,45 @@ def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.
         rows = np.flatnonzero(labels == cls)
         keep.append(np.random.default_rng([seed, int(cls)]).choice(rows, size=smallest, replace=False))
     return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+
+
+def balance_groups(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.DataFrame:
+    """Undersample whole groups (column ``group``) so that no class has more rows than the smallest class; rows keep
+    their order, and a group is kept or dropped whole, so no group is split by balancing.
+
+    Groups are visited by decreasing share of rows of the smallest class (ties in an order shuffled by ``seed``): pure
+    groups of the smallest class first, then mixed groups richest in it, then the rest. A group is kept when every
+    class it has rows of still has room (rows of class c kept <= rows of the smallest class). A mixed-label group counts
+    toward each class it has rows of, so it is kept only when it fits in all of them. Classes end equal up to what
+    indivisible groups allow (never above the smallest class's count); when most groups are mixed, the smallest
+    class can stay short of the others (``meddiff data`` prints the counts).
+    """
+    _check_seed(seed, "balance seed")
+    labels = frame["label"].to_numpy()
+    present = np.unique(labels)
+    if n_classes is not None:
+        absent = sorted(set(range(n_classes)) - {int(c) for c in present})
+        if absent:
+            raise DataError(f"cannot balance: class index(es) {absent} have no rows, so every class would be emptied")
+    if len(present) == 0:
+        return frame.reset_index(drop=True)
+    classes, label_codes = np.unique(labels, return_inverse=True)
+    names, group_codes = np.unique(frame["group"].astype(str).to_numpy(), return_inverse=True)
+    counts = np.zeros((len(names), len(classes)), dtype=np.int64)
+    np.add.at(counts, (group_codes, label_codes), 1)
+    per_class = counts.sum(axis=0)
+    smallest = int(per_class.min())
+    rarest = int(np.argmin(per_class))
+    shuffled = np.random.default_rng([seed, 2]).permutation(len(names))
+    share = counts[:, rarest] / counts.sum(axis=1)  # [G] fraction of each group's rows in the smallest class
+    order = shuffled[np.argsort(-share[shuffled], kind="stable")]
+    kept = np.zeros(len(classes), dtype=np.int64)
+    keep_group = np.zeros(len(names), dtype=bool)
+    for g in order:
+        if np.all(kept + counts[g] <= smallest):
+            keep_group[g] = True
+            kept += counts[g]
+    return frame.iloc[np.flatnonzero(keep_group[group_codes])].reset_index(drop=True)
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> np.ndarray:

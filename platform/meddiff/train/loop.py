@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
+from meddiff.data.leakage import summary_line as leakage_summary
 from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.errors import CheckpointError, ConfigError, DataError
@@ -102,6 +103,8 @@ def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) ->
     if ctx.is_main:
         ctx.log(f"[train] {cfg.name} ({kind}): {len(train_m)} training images {train_m.class_counts()}, "
                 f"{len(val_m)} val images from {cfg.data.source}; device {device}")
+        if manifest.checks:
+            ctx.log(f"[train] data checks ({manifest.grouping}): {leakage_summary(manifest.checks)}")
     return setup
 
 
@@ -205,7 +208,8 @@ def run_loop(
         ctx.log(f"[train] {cfg.model.name}: {n_params / 1e6:.2f} M parameters, input [{cfg.data.channels}, "
                 f"{cfg.data.image_size}, {cfg.data.image_size}], {tc.steps} steps of batch {tc.batch_size} x "
                 f"{ctx.world_size} worker(s)")
-    metadata = dict(metadata, data_fingerprint=setup.fingerprint, config=to_dict(cfg), parameters=n_params,
+    metadata = dict(metadata, data_fingerprint=setup.fingerprint, data_checks=setup.manifest.data_checks(),
+                    config=to_dict(cfg), parameters=n_params,
                     train_images=len(setup.train_m), val_images=len(setup.val_m))
     metrics_file = setup.run_dir / "metrics.jsonl"
     progress = Progress(tc.steps, "[train] step", unit="step", every_s=0.0, start=start,

@@ -9,6 +9,10 @@ Rows that are neither (uncertain, blank, both positive) and lateral views are dr
 ``Path`` is relative to root's parent (``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``): a first
 component equal to the root folder's name or starting with ``CheXpert-v1.0`` is the dataset folder itself and is
 replaced by root (so a renamed root still works); any other path is taken relative to root.
+
+Groups: the patient, the ``patientNNNNN`` component of ``Path`` (grouping "patient (from Path)"), so all studies and
+views of one patient fall in one split. Metadata kept per row when the CSV has the column: ``sex`` (``Sex``),
+``age_band`` (``Age`` in years: "<40", "40-59", "60-79", "80+"; blank stays absent) and ``view`` (``AP/PA``).
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from meddiff.errors import DataError
 from meddiff.data.manifest import Manifest, manifest_frame
-from meddiff.data.sources.tables import check_files_exist, check_unique, read_table, require_columns, row_ref
+from meddiff.data.sources.tables import (
+    age_band, check_files_exist, check_unique, read_table, require_columns, row_ref,
+)
 
 CSV_NAMES = ("train.csv", "valid.csv")
 CLASS_NAMES = ("no_finding", "pleural_effusion")
 COLUMNS = ("Path", "Frontal/Lateral", "No Finding", "Pleural Effusion")
 _FINDING_VALUES = (-1.0, 0.0, 1.0)
+GROUPING = "patient (from Path)"
+_PATIENT = re.compile(r"^patient\d+$")
 
 
 @dataclass(frozen=True)
@@ -40,17 +50,39 @@ def build(params: CheXpertParams, data_cfg: object = None) -> Manifest:
     root = Path(params.root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: CheXpert root folder does not exist; expected a folder holding {list(CSV_NAMES)}")
-    ids, labels, paths, refs = [], [], [], []
+    ids, labels, paths, refs, groups, metadata = [], [], [], [], [], []
     for name in CSV_NAMES:
         part = _read_csv(root, root / name)
         ids += part["id"].tolist()
         labels += part["label"].tolist()
         paths += part["path"].tolist()
         refs += part["ref"].tolist()
+        groups += part["group"].tolist()
+        metadata += part["metadata"].tolist()
     check_unique(ids, refs, "id (Path without extension)")
     check_files_exist(paths, refs)
-    frame = manifest_frame(ids=ids, labels=labels, source="chexpert", paths=paths)
-    return Manifest(frame, CLASS_NAMES, f"chexpert/{root.name}")
+    frame = manifest_frame(ids=ids, labels=labels, source="chexpert", paths=paths, groups=groups, metadata=metadata)
+    return Manifest(frame, CLASS_NAMES, f"chexpert/{root.name}", grouping=GROUPING)
+
+
+def _patient(path: str, where: str) -> str:
+    for part in PurePosixPath(path).parts:
+        if _PATIENT.match(part):
+            return part
+    raise DataError(f"{where}: Path={path!r} has no patientNNNNN component; the patient id (group) comes from it")
+
+
+def _metadata(table: pd.DataFrame, index: int, where: str) -> dict[str, str]:
+    meta = {}
+    if "Sex" in table.columns and table.at[index, "Sex"].strip():
+        meta["sex"] = table.at[index, "Sex"].strip()
+    if "Age" in table.columns:
+        band = age_band(table.at[index, "Age"], where)
+        if band is not None:
+            meta["age_band"] = band
+    if "AP/PA" in table.columns and table.at[index, "AP/PA"].strip():
+        meta["view"] = table.at[index, "AP/PA"].strip()
+    return meta
 
 
 def _read_csv(root: Path, csv: Path) -> pd.DataFrame:
@@ -73,6 +105,8 @@ def _read_csv(root: Path, csv: Path) -> pd.DataFrame:
             "label": label[keep],
             "path": [str(_resolve(root, p)) for p in kept["Path"]],
             "ref": [row_ref(csv, i) for i in kept.index],
+            "group": [_patient(p, row_ref(csv, i)) for i, p in kept["Path"].items()],
+            "metadata": [_metadata(table, i, row_ref(csv, i)) for i in kept.index],
         }
     )
 

@@ -8,7 +8,9 @@ Steps, in order (each dropped row is dropped on purpose, by a setting):
     5. ``dedupe_column``: keep the first row of each group with identical content (e.g. the same md5), because the same
        image in two splits would leak test data into training;
     6. check ids are unique and every image file exists.
-Splits come from ``split_column`` if given; otherwise build_manifest makes a seeded stratified split.
+Splits come from ``split_column`` if given; otherwise build_manifest makes a seeded stratified split (a stratified
+group split when ``group_column`` names the patient / lesion column: a group never spans two splits).
+``metadata_columns`` are kept per row (blank cells left out) for subgroup analysis.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 import pandas as pd
 
 from meddiff.errors import ConfigError, DataError
-from meddiff.data.manifest import SPLITS, Manifest, manifest_frame
+from meddiff.data.manifest import NO_GROUPS, SPLITS, Manifest, manifest_frame
 from meddiff.data.sources.tables import (
-    check_files_exist, check_unique, read_table, require_columns, require_nonblank, row_ref,
+    check_files_exist, check_unique, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class ImageCsvParams:
     id_column: column holding the id (default: the relative path without extension).
     split_column / split_values: official split column and raw value -> train/val/test (default: values used as is).
     dedupe_column: column whose equal values mean identical content (e.g. md5); the first row of each group is kept.
+    group_column: column holding the patient / lesion id (blank cells are errors); default: no groups.
+    metadata_columns: columns kept as row metadata (sex, age, view, site, ...).
     All values are compared as text ("0" matches 0).
     """
 
@@ -52,6 +56,8 @@ class ImageCsvParams:
     split_column: str | None = None
     split_values: dict[Any, str] = field(default_factory=dict)
     dedupe_column: str | None = None
+    group_column: str | None = None
+    metadata_columns: tuple[str, ...] = ()
 
 
 def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
@@ -60,7 +66,8 @@ def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
     label_index, class_names = _label_index(params.label_names)
     excluded = _excluded(params.exclude_labels, label_index)
     table = read_table(csv)
-    optional = [params.id_column, params.split_column, params.dedupe_column]
+    optional = [params.id_column, params.split_column, params.dedupe_column, params.group_column,
+                *params.metadata_columns]
     require_columns(table, [params.path_column, params.label_column, *params.where, *[c for c in optional if c]], csv)
     table = _apply_where(table, params.where, csv)
     table = table[~table[params.label_column].isin(excluded)]
@@ -74,8 +81,12 @@ def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
     paths = [str(root / p) for p in table[params.path_column]]
     check_files_exist(paths, refs)
     splits = _splits(table, params, csv) if params.split_column else None
-    frame = manifest_frame(ids=ids, labels=labels.tolist(), source="image_csv", paths=paths, splits=splits)
-    return Manifest(frame, class_names, f"{csv.parent.name}/{csv.stem}")
+    groups = group_ids(table, params.group_column, csv) if params.group_column else None
+    metadata = metadata_rows(table, params.metadata_columns, csv)
+    frame = manifest_frame(ids=ids, labels=labels.tolist(), source="image_csv", paths=paths, splits=splits,
+                           groups=groups, metadata=metadata)
+    grouping = f"{params.group_column} (column of {csv.name})" if params.group_column else NO_GROUPS
+    return Manifest(frame, class_names, f"{csv.parent.name}/{csv.stem}", grouping=grouping)
 
 
 def _label_index(label_names: dict[Any, str]) -> tuple[dict[str, int], tuple[str, ...]]:

@@ -2,6 +2,11 @@
 
 target 0 = benign, 1 = melanoma. The challenge's test set has no public labels, so build_manifest makes a seeded
 stratified split (balanced first when data.balance is set, as the paper does).
+
+Groups: ``group_column`` (default ``patient_id`` when the CSV has it, as ISIC 2020's does; a lesion id column works
+too); the split then keeps each patient in one split. Without such a column each image is its own group.
+Metadata: by default ``sex``, ``age_band`` (from ``age_approx``: "<40", "40-59", "60-79", "80+") and ``site``
+(``anatom_site_general_challenge``) when the CSV has them; ``metadata_columns`` replaces them by columns kept as text.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meddiff.errors import DataError
-from meddiff.data.manifest import Manifest, manifest_frame
+from meddiff.data.manifest import NO_GROUPS, Manifest, manifest_frame
 from meddiff.data.sources.tables import (
-    check_files_exist, check_unique, read_table, require_columns, require_nonblank, row_ref,
+    age_band, check_files_exist, check_unique, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
 )
 
 CLASS_NAMES = ("benign", "melanoma")
@@ -20,10 +25,14 @@ CLASS_NAMES = ("benign", "melanoma")
 
 @dataclass(frozen=True)
 class IsicChallengeParams:
-    """csv: ground truth (e.g. ISIC_2020_Training_GroundTruth.csv). image_dir: folder of {image_name}.jpg."""
+    """csv: ground truth (e.g. ISIC_2020_Training_GroundTruth.csv). image_dir: folder of {image_name}.jpg.
+    group_column: patient / lesion id column (default: patient_id when present, else no groups).
+    metadata_columns: columns kept as metadata text (default: sex, age band, site when present)."""
 
     csv: str
     image_dir: str
+    group_column: str | None = None
+    metadata_columns: tuple[str, ...] | None = None
 
 
 def build(params: IsicChallengeParams, data_cfg: object = None) -> Manifest:
@@ -40,8 +49,25 @@ def build(params: IsicChallengeParams, data_cfg: object = None) -> Manifest:
     check_unique(ids, refs, "image_name")
     paths = [str(image_dir / f"{name}.jpg") for name in ids]
     check_files_exist(paths, refs)
-    frame = manifest_frame(ids=ids, labels=labels, source="isic_challenge", paths=paths)
-    return Manifest(frame, CLASS_NAMES, f"isic_challenge/{csv.stem}")
+    group_column = params.group_column or ("patient_id" if "patient_id" in table.columns else None)
+    groups = group_ids(table, group_column, csv) if group_column else None
+    frame = manifest_frame(ids=ids, labels=labels, source="isic_challenge", paths=paths, groups=groups,
+                           metadata=_metadata(table, params.metadata_columns, csv))
+    grouping = f"{group_column} (column of {csv.name})" if group_column else NO_GROUPS
+    return Manifest(frame, CLASS_NAMES, f"isic_challenge/{csv.stem}", grouping=grouping)
+
+
+def _metadata(table, columns: tuple[str, ...] | None, csv: Path) -> list[dict[str, str]]:
+    if columns is not None:
+        return metadata_rows(table, columns, csv)
+    kept = [c for c in ("sex", "anatom_site_general_challenge") if c in table.columns]
+    rows = metadata_rows(table, kept, csv, rename={"anatom_site_general_challenge": "site"})
+    if "age_approx" in table.columns:
+        for row, (index, text) in zip(rows, table["age_approx"].items()):
+            band = age_band(text, row_ref(csv, index))
+            if band is not None:
+                row["age_band"] = band
+    return rows
 
 
 def _target(text: str, csv: Path, index: int) -> int:

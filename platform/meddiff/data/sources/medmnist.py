@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from meddiff.errors import DataError
-from meddiff.data.manifest import SPLITS, Manifest, manifest_frame
+from meddiff.data.manifest import NO_GROUPS, SPLITS, Manifest, manifest_frame
 from meddiff.data.npz import load_npz_key, npz_headers
 
 # Class names of known single-label binary MedMNIST files, by file-name prefix (MedMNIST's own label order).
@@ -50,7 +50,7 @@ def build(params: MedMNISTParams, data_cfg: object = None) -> Manifest:
         ids=ids, labels=all_labels, source="medmnist", paths=[str(path)] * len(ids),
         splits=splits, array_keys=keys, array_indices=indices,
     )
-    return Manifest(frame, tuple(class_names), path.stem)
+    return Manifest(frame, tuple(class_names), path.stem, grouping=NO_GROUPS)
 
 
 def _split_labels(path: Path, headers: dict, split: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meddiff.errors import ConfigError
-from meddiff.data.manifest import Manifest, manifest_frame
+from meddiff.data.manifest import NO_GROUPS, Manifest, manifest_frame
 from meddiff.data.phantoms import CLASS_NAMES, phantom_uri
 
 
@@ -38,4 +38,4 @@ def build(params: PhantomParams, data_cfg: object = None) -> Manifest:
         paths=[phantom_uri(params.seed)] * (2 * n),
         array_indices=indices,
     )
-    return Manifest(frame, CLASS_NAMES, f"phantom/{params.seed}")
+    return Manifest(frame, CLASS_NAMES, f"phantom/{params.seed}", grouping=NO_GROUPS)

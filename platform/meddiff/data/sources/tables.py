@@ -14,6 +14,9 @@ import pandas as pd
 
 from meddiff.errors import DataError
 
+# Age bands of the metadata (years): CheXpert's Age, ISIC's age_approx.
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 1000, "80+"))
+
 
 def read_table(path: Path) -> pd.DataFrame:
     """All cells of a CSV as str, blank cells as "", index = 0-based data row."""
@@ -57,3 +60,37 @@ def require_nonblank(table: pd.DataFrame, column: str, path: Path) -> None:
     blank = table.index[table[column].str.strip() == ""]
     if len(blank):
         raise DataError(f"{row_ref(path, blank[0])}: column {column!r} is blank; expected a value")
+
+
+def group_ids(table: pd.DataFrame, column: str, path: Path) -> list[str]:
+    """The group id of every row (stripped text); a blank cell is a DataError naming its line."""
+    require_columns(table, [column], path)
+    require_nonblank(table, column, path)
+    return table[column].str.strip().tolist()
+
+
+def metadata_rows(table: pd.DataFrame, columns: Iterable[str], path: Path,
+                  rename: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """One dict per row: column (or its ``rename``) -> stripped text, blank cells left out."""
+    columns = list(dict.fromkeys(columns))
+    require_columns(table, columns, path)
+    rename = rename or {}
+    rows = []
+    for values in table[columns].itertuples(index=False, name=None):
+        rows.append({rename.get(c, c): v.strip() for c, v in zip(columns, values) if v.strip()})
+    return rows
+
+
+def age_band(text: str, where: str) -> str | None:
+    """"<40", "40-59", "60-79" or "80+" of an age in years; None for a blank cell; DataError for anything else."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        age = float(text)
+    except ValueError:
+        age = -1.0
+    for low, high, band in AGE_BANDS:
+        if low <= age < high:
+            return band
+    raise DataError(f"{where}: age {text!r}; expected an age in years (0-999) or blank")

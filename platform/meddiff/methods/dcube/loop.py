@@ -147,7 +147,8 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
                                              "ks_pvalue": ks[n].pvalue, "selected": n in selected}
                                          for n in candidates}},
         }),
-        data_fingerprint=fingerprint, config=to_dict(cfg), train_images=len(train_m), val_images=len(val_m),
+        data_fingerprint=fingerprint, data_checks=manifest.data_checks(),
+        config=to_dict(cfg), train_images=len(train_m), val_images=len(val_m),
         feature_seconds=round(feature_seconds, 1),
         # the classifier: the frozen denoiser it reads features from, plus the head
         parameters=sum(p.numel() for m in (diffusion.denoiser, head) for p in m.parameters()),
