@@ -168,13 +168,21 @@ class _Arrays:
 
     @classmethod
     def of(cls, frame: pd.DataFrame, num_classes: int | None = None) -> "_Arrays":
-        prob = np.stack(frame[S.PROB].to_numpy()).astype(np.float64) if len(frame) else np.zeros((0, 2))
-        c = num_classes or (prob.shape[1] if len(frame) else 2)
+        y = frame[S.LABEL].to_numpy().astype(int)
+        if S.PROB in frame.columns and len(frame) and frame[S.PROB].notna().all():
+            prob = np.stack(frame[S.PROB].to_numpy()).astype(np.float64)
+        else:  # labels without a model (a manifest): only the metadata probe applies
+            prob = np.full((len(frame), max(num_classes or 0, int(y.max()) + 1 if len(y) else 2, 2)), np.nan)
+        c = num_classes or prob.shape[1]
         accept = None
         if S.DECISION in frame.columns and frame[S.DECISION].notna().any():
             accept = (frame[S.DECISION] == "accept").to_numpy()
-        return cls(frame[S.LABEL].to_numpy().astype(int), frame[S.PRED].to_numpy().astype(int), prob, accept,
-                   group_codes(frame), c)
+        pred = frame[S.PRED].to_numpy().astype(int) if S.PRED in frame.columns else np.full(len(frame), -1)
+        return cls(y, pred, prob, accept, group_codes(frame), c)
+
+    @property
+    def has_model(self) -> bool:
+        return bool(len(self.pred)) and bool((self.pred >= 0).all()) and not np.isnan(self.prob).any()
 
     def metrics(self, idx: np.ndarray) -> np.ndarray:
         y, pred = self.y[idx], self.pred[idx]
@@ -370,7 +378,7 @@ def shortcut_probe(frame: pd.DataFrame, columns: Sequence[str] | None = None, fo
     probe = pd.DataFrame(rows)
     baselines = _baselines(arrays, probe.iloc[0], n_boot, seed)
     within = pd.DataFrame([_within(arrays, meta[col].fillna(MISSING).astype(str).to_numpy(), col, n_boot, seed + 7)
-                           for col in usable])
+                           for col in usable] if arrays.has_model else [])
     verdicts = set(probe["verdict"])
     verdict = ("shortcut suspected" if "shortcut suspected" in verdicts else
                "no evidence of a shortcut" if verdicts == {"no evidence of a shortcut"} else "inconclusive")
@@ -388,11 +396,9 @@ def _baselines(arrays: _Arrays, probe_all: pd.Series, n_boot: int, seed: int) ->
         return np.array([M.accuracy(y[idx], pred[idx]), balanced_accuracy(y[idx], pred[idx]),
                          auc(y[idx], arrays.prob[idx])])
 
-    point = model_stat(np.arange(len(y)))
-    lo, hi, _ = cluster_bootstrap(model_stat, codes, n_boot, seed + 50)
     maj_acc = lambda idx: np.array([float((y[idx] == majority).mean())])
     mlo, mhi, _ = cluster_bootstrap(maj_acc, codes, n_boot, seed + 51)
-    return pd.DataFrame([
+    refs = [
         {"reference": "majority class (always predicts the most frequent class)", "accuracy": maj_acc(np.arange(len(y)))[0],
          "accuracy_lo": mlo[0], "accuracy_hi": mhi[0], "balanced_accuracy": 1.0 / arrays.num_classes,
          "balanced_accuracy_lo": np.nan, "balanced_accuracy_hi": np.nan, "auc": 0.5, "auc_lo": np.nan,
@@ -401,11 +407,14 @@ def _baselines(arrays: _Arrays, probe_all: pd.Series, n_boot: int, seed: int) ->
          "accuracy_hi": np.nan, "balanced_accuracy": probe_all["balanced_accuracy"],
          "balanced_accuracy_lo": probe_all["balanced_accuracy_lo"],
          "balanced_accuracy_hi": probe_all["balanced_accuracy_hi"], "auc": probe_all["auc"],
-         "auc_lo": probe_all["auc_lo"], "auc_hi": probe_all["auc_hi"]},
-        {"reference": "the model (pooled)", "accuracy": point[0], "accuracy_lo": lo[0], "accuracy_hi": hi[0],
-         "balanced_accuracy": point[1], "balanced_accuracy_lo": lo[1], "balanced_accuracy_hi": hi[1],
-         "auc": point[2], "auc_lo": lo[2], "auc_hi": hi[2]},
-    ])
+         "auc_lo": probe_all["auc_lo"], "auc_hi": probe_all["auc_hi"]}]
+    if arrays.has_model:
+        point = model_stat(np.arange(len(y)))
+        lo, hi, _ = cluster_bootstrap(model_stat, codes, n_boot, seed + 50)
+        refs.append({"reference": "the model (pooled)", "accuracy": point[0], "accuracy_lo": lo[0],
+                     "accuracy_hi": hi[0], "balanced_accuracy": point[1], "balanced_accuracy_lo": lo[1],
+                     "balanced_accuracy_hi": hi[1], "auc": point[2], "auc_lo": lo[2], "auc_hi": hi[2]})
+    return pd.DataFrame(refs)
 
 
 def _within(arrays: _Arrays, values: np.ndarray, column: str, n_boot: int, seed: int) -> dict:
