@@ -207,8 +207,9 @@ class Chromium:
     def _eval(self, ws, expression: str):
         return self._call(ws, "Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
-    def screenshot(self, url: str, out: Path, timeout: float = 90.0, settle: float = 1.0) -> str:
-        """Load ``url``, wait until Streamlit has rendered, grow the viewport to the page and save a PNG.
+    def screenshot(self, url: str, out: Path, timeout: float = 90.0, settle: float = 1.0, ready: str = "") -> str:
+        """Load ``url``, wait until Streamlit has rendered (or the JS expression ``ready`` is true, for a page that
+        is not Streamlit's), grow the viewport to the page and save a PNG.
 
         Returns the page's visible text (to check what the user sees: no traceback, no "Page not found")."""
         import base64
@@ -221,7 +222,7 @@ class Chromium:
             self._call(ws, "Page.navigate", url=url)
             deadline = time.monotonic() + timeout
             time.sleep(1.0)
-            while not self._eval(ws, _READY_JS):
+            while not self._eval(ws, ready or _READY_JS):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} did not finish rendering within {timeout} s")
                 time.sleep(0.3)

@@ -54,7 +54,7 @@ TO_FILL = [
     ("CLAIM 2024: image acquisition protocol", "Scanners, protocols, sites and dates of image acquisition."),
     ("CLAIM 2024: de-identification methods", "How the images and metadata were de-identified."),
     ("CLAIM 2024: missing data; TRIPOD+AI: missing data",
-     "How images or metadata that were missing or unreadable were handled (failed rows are counted below)."),
+     "How images or metadata that were missing or unreadable were handled (failed rows are counted in section 1)."),
     ("TRIPOD+AI: sample size", "How the number of images and patients was justified."),
     ("CLAIM 2024: external evaluation; TRIPOD+AI: evaluation in other settings",
      "Evaluation on data from another site or period (this card reports the internal split only)."),
@@ -175,8 +175,9 @@ def model_section(runs: Sequence[ResultsSet], infos: dict[str, dict[str, Any]]) 
     lines += [md_table(["run", "method", "architecture", "training steps", "seed", "training settings", "input",
                         "model id (weights sha256)", "code version"], rows), "",
               "Scoring settings: " + "; ".join(
-                  f"{r.name}: split {r.split}, rule {_value(r.rule)}, draws {_value(r.n_draws)}, seed {_value(r.seed)}"
-                  for r in runs) + ".", ""]
+                  f"{r.name}: split {r.split}, "
+                  + (f"rule {_value(r.rule)}, draws {_value(r.n_draws)}, " if r.votes else "one forward pass, ")
+                  + f"seed {_value(r.seed)}" for r in runs) + ".", ""]
     return {"title": "Model and training", "markdown": "\n".join(lines), "figures": {}, "tables": {}}
 
 
@@ -243,22 +244,26 @@ def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = ()) -> 
         wrong = wrong.sort_values([S.UNCERTAINTY, "_top", S.IMAGE_ID], ascending=[True, False, True]).head(FAILURES)
         explained = explanation_of(run, search)
         index = read_index(explained) if explained is not None else None
-        rows, pictures = [], []
+        rows, pictures, header = [], [], ["image"]
         for _, r in wrong.iterrows():
             rows.append([f"`{r[S.IMAGE_ID]}`", r[S.LABEL_NAME] or r[S.LABEL], r[S.PRED_NAME] or r[S.PRED],
                          num(r[S.UNCERTAINTY]), num(r["_top"]), r.get(S.GROUP) or "", r.get(S.METADATA) or "{}"])
-            if index is not None:
-                got = index[(index[X.IMAGE_ID] == r[S.IMAGE_ID]) & (index[X.STATUS] == X.STATUS_OK)]
-                if not got.empty:
-                    cells = [(f"input {r[S.IMAGE_ID]}", explained / got.iloc[0][X.INPUT_PNG])]
-                    cells += [(f"as {c[X.CLASS_NAME]}", explained / c[X.RECON_PNG])
-                              for _, c in got.sort_values(X.CLASS).iterrows()]
-                    cells += [(f"difference {c[X.CLASS_NAME]}", explained / c[X.DIFF_PNG])
-                              for _, c in got.sort_values(X.CLASS).iterrows()]
-                    cells = [(alt, p) for alt, p in cells if p.is_file()]
-                    for k, (alt, p) in enumerate(cells):
-                        figures[f"cf_{run.name}_{r[S.IMAGE_ID]}_{k}"] = p
-                    pictures.append(" ".join(f"![{alt}]({p})" for alt, p in cells))
+            if index is None:
+                continue
+            got = index[(index[X.IMAGE_ID] == r[S.IMAGE_ID]) & (index[X.STATUS] == X.STATUS_OK)].sort_values(X.CLASS)
+            if got.empty:
+                continue
+            cells = [("input", explained / got.iloc[0][X.INPUT_PNG])]
+            cells += [(f"as {c[X.CLASS_NAME]}", explained / c[X.RECON_PNG]) for _, c in got.iterrows()]
+            cells += [(f"difference {c[X.CLASS_NAME]}", explained / c[X.DIFF_PNG]) for _, c in got.iterrows()]
+            if not all(p.is_file() for _, p in cells):
+                continue
+            header = ["image"] + [alt for alt, _ in cells]
+            for k, (alt, p) in enumerate(cells):
+                figures[f"cf_{run.name}_{r[S.IMAGE_ID]}_{k}"] = p
+            pictures.append([f"`{r[S.IMAGE_ID]}` (true {r[S.LABEL_NAME] or r[S.LABEL]}, predicted "
+                             f"{r[S.PRED_NAME] or r[S.PRED]})"]
+                            + [f"![{alt} {r[S.IMAGE_ID]}]({p})" for alt, p in cells])
         lines += [f"**{run.name}** ({len(f[f[S.PRED] != f[S.LABEL]])} errors among {len(f)} images)", "",
                   md_table(["image", "true", "predicted", "uncertainty", "top probability", "group", "metadata"],
                            rows), ""]
@@ -268,8 +273,9 @@ def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = ()) -> 
         elif not pictures:
             lines += [f"The explanation folder `{explained}` holds none of these images.", ""]
         else:
-            lines += [f"Counterfactuals from `{explained}` (input, reconstruction under each class, difference):", ""]
-            lines += [p + "\n" for p in pictures]
+            lines += [f"Counterfactuals from `{explained}`: the input, its reconstruction under each class, and "
+                      "reconstruction − input:", "", md_table(header, [p for p in pictures if len(p) == len(header)]),
+                      ""]
     return {"title": "Failure cases", "markdown": "\n".join(lines), "figures": figures, "tables": {}}
 
 
@@ -306,7 +312,7 @@ h3,h4{font-size:16px;margin-top:22px}
 table{border-collapse:collapse;margin:10px 0 14px;font-size:12.5px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #cbd5e0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#edf2f7} tr:nth-child(even) td{background:#f7fafc}
-img{max-width:100%;height:auto;margin:6px 6px 6px 0;border:1px solid #e2e8f0;vertical-align:top}
+img{max-width:min(100%,560px);height:auto;margin:6px 6px 6px 0;border:1px solid #e2e8f0;vertical-align:top}
 img.thumb{width:96px;image-rendering:pixelated}
 em{color:#4a5568} code{background:#edf2f7;padding:1px 4px;border-radius:3px;font-size:12px}
 p.missing{color:#b7791f}

@@ -19,11 +19,14 @@ def missing(v: Any) -> bool:
 
 def pct(v: Any) -> str:
     """A fraction as a percentage with one decimal; "–" when missing."""
-    return "–" if missing(v) else f"{100 * float(v):.1f}"
+    return "–" if missing(v) else num(100 * float(v), 1)
 
 
 def num(v: Any, digits: int = 3) -> str:
-    return "–" if missing(v) else f"{float(v):.{digits}f}"
+    if missing(v):
+        return "–"
+    text = f"{float(v):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
 def with_ci(row: Any, name: str, percent: bool = True) -> str:
