@@ -73,11 +73,10 @@ shown = pd.DataFrame({
     **({"coverage %": [ci(r, "coverage") for _, r in table.iterrows()]} if "coverage" in table.columns else {}),
     "note": table["note"],
 })
-left, right = st.columns([3, 2])
-with left:
-    st.markdown(f"**Per stratum of `{column}`** (95 % CIs over groups)")
-    st.dataframe(shown, hide_index=True)
-with right:
+st.markdown(f"**Per stratum of `{column}`** (95 % CIs over groups)")
+st.dataframe(shown, hide_index=True)
+chart, _ = st.columns([3, 2])
+with chart:
     long = pd.concat([table.assign(metric=name, value=table[key] * 100, lo=table[f"{key}_lo"] * 100,
                                    hi=table[f"{key}_hi"] * 100)
                       for key, name in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))])

@@ -136,3 +136,30 @@ def test_probe_without_a_shortcut_and_without_metadata():
     assert not none.available and "no metadata columns" in none.note
     with pytest.raises(ResultsError, match="'scanner'"):
         T.shortcut_probe(frame(n_groups=10), columns=["scanner"])
+
+
+def test_image_pixels_follow_the_recorded_data_config(tmp_path):
+    """The explorer's image: located through checkpoint_metadata.config.data (medmnist ids, image_csv paths)."""
+    from PIL import Image
+
+    from meddiff.results.image import image_pixels
+
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", test_images=pixels, test_labels=np.zeros(5))
+    meta = {"checkpoint_metadata": {"config": {"data": {"source": "medmnist",
+                                                        "params": {"path": str(tmp_path / "tiny.npz")}}}}}
+    assert (image_pixels(meta, "tiny/test/00003") == pixels[3]).all()
+    with pytest.raises(ResultsError, match="has 5 images"):
+        image_pixels(meta, "tiny/test/00009")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(pixels[1]).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "labels.csv").write_text("path,y\nimgs/a.png,1\n")
+    meta = {"checkpoint_metadata": {"config": {"data": {"source": "image_csv",
+                                                        "params": {"csv": str(tmp_path / "labels.csv")}}}}}
+    assert (image_pixels(meta, "imgs/a") == pixels[1]).all()
+    with pytest.raises(ResultsError, match="no row with id 'imgs/b'"):
+        image_pixels(meta, "imgs/b")
+    with pytest.raises(ResultsError, match="records no data config"):
+        image_pixels({}, "x")
+    with pytest.raises(ResultsError, match="'phantom' cannot be shown"):
+        image_pixels({"checkpoint_metadata": {"config": {"data": {"source": "phantom", "params": {}}}}}, "x")
