@@ -32,7 +32,9 @@ import pandas as pd
 from meddiff.provenance import code_version
 from meddiff.report.markdown import md_table, num, pct, with_ci
 from meddiff.results import explain_schema as X
+from meddiff.errors import ResultsError
 from meddiff.results import schema as S
+from meddiff.results.image import image_pixels
 from meddiff.results.explanations import is_explanation, read_explain_meta, read_index
 from meddiff.results.runs import ResultsSet
 from meddiff.results.strata import expand_metadata, group_codes
@@ -228,7 +230,23 @@ def explanation_of(run: ResultsSet, search: Sequence[Path] = ()) -> Path | None:
     return None
 
 
-def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = ()) -> dict[str, Any]:
+def _failure_picture(run: ResultsSet, image_id: str, out_dir: Path) -> str:
+    """The image's stored pixels written as a PNG next to the card (``meddiff.results.image.image_pixels``), as a
+    markdown image; "not available: why" when the image cannot be located."""
+    from PIL import Image
+
+    try:
+        pixels = image_pixels(run.meta, image_id)
+    except ResultsError as exc:
+        return f"not available: {str(exc)[:80]}"
+    path = out_dir / "failures" / (re.sub(r"[^A-Za-z0-9]+", "_", f"{run.name}_{image_id}") + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return f"![{image_id}]({path.relative_to(out_dir).as_posix()})"
+
+
+def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = (), out_dir: Path | None = None
+                    ) -> dict[str, Any]:
     lines = [_tag("CLAIM 2024: failure analysis of incorrectly classified cases", "TRIPOD+AI: interpretation"), "",
              f"The {FAILURES} most confident errors of each run (lowest uncertainty first): the cases where the model "
              "is wrong and would not flag itself. Counterfactuals (the image re-generated under each class) are shown "
@@ -246,8 +264,11 @@ def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = ()) -> 
         index = read_index(explained) if explained is not None else None
         rows, pictures, header = [], [], ["image"]
         for _, r in wrong.iterrows():
-            rows.append([f"`{r[S.IMAGE_ID]}`", r[S.LABEL_NAME] or r[S.LABEL], r[S.PRED_NAME] or r[S.PRED],
-                         num(r[S.UNCERTAINTY]), num(r["_top"]), r.get(S.GROUP) or "", r.get(S.METADATA) or "{}"])
+            group = r.get(S.GROUP)
+            rows.append([f"`{r[S.IMAGE_ID]}`"] + ([_failure_picture(run, r[S.IMAGE_ID], out_dir)] if out_dir else [])
+                        + [r[S.LABEL_NAME] or r[S.LABEL], r[S.PRED_NAME] or r[S.PRED], num(r[S.UNCERTAINTY]),
+                           num(r["_top"]), group if group and group != r[S.IMAGE_ID] else "(the image)",
+                           r.get(S.METADATA) or "{}"])
             if index is None:
                 continue
             got = index[(index[X.IMAGE_ID] == r[S.IMAGE_ID]) & (index[X.STATUS] == X.STATUS_OK)].sort_values(X.CLASS)
@@ -265,8 +286,8 @@ def failure_section(runs: Sequence[ResultsSet], search: Sequence[Path] = ()) -> 
                              f"{r[S.PRED_NAME] or r[S.PRED]})"]
                             + [f"![{alt} {r[S.IMAGE_ID]}]({p})" for alt, p in cells])
         lines += [f"**{run.name}** ({len(f[f[S.PRED] != f[S.LABEL]])} errors among {len(f)} images)", "",
-                  md_table(["image", "true", "predicted", "uncertainty", "top probability", "group", "metadata"],
-                           rows), ""]
+                  md_table(["image id"] + (["image (stored pixels)"] if out_dir else []) + [
+                      "true", "predicted", "uncertainty", "top probability", "group", "metadata"], rows), ""]
         if explained is None:
             lines += ["No explanation folder of this run was found (run `meddiff explain --results "
                       f"{run.path}` to add counterfactuals).", ""]
@@ -333,7 +354,7 @@ def render_html(markdown_text: str, base: Path, title: str) -> str:
         if not path.is_file():
             return f"<em>[figure {html.escape(alt)} is missing: {html.escape(str(path))}]</em>"
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        small = path.stat().st_size < 20_000 and "/png/" in path.as_posix()
+        small = path.stat().st_size < 20_000 and ("/png/" in path.as_posix() or "/failures/" in path.as_posix())
         cls = ' class="thumb"' if small else ""
         return f'<img{cls} src="data:image/png;base64,{data}" alt="{html.escape(alt)}" title="{html.escape(alt)}">'
 
@@ -353,7 +374,7 @@ def write_card(runs: Sequence[ResultsSet], infos: dict[str, dict[str, Any]], tab
     names = {r.name: list(r.class_names) or ["0", "1"] for r in runs}
     sections = [data_section(runs), split_section(runs), leakage_section(runs), model_section(runs, infos),
                 metrics_section(tables["table1"], n_boot, names), calibration_section(tables["table1"], figures),
-                *extra_sections, failure_section(runs, explanations), todo_section()]
+                *extra_sections, failure_section(runs, explanations, out), todo_section()]
     text = card_markdown(runs, sections)
     md = out / "model_card.md"
     md.write_text(text)

@@ -377,7 +377,8 @@ def shortcut_probe(frame: pd.DataFrame, columns: Sequence[str] | None = None, fo
                                     "probe_pred": pred, "probe_prob": list(p)})
     probe = pd.DataFrame(rows)
     baselines = _baselines(arrays, probe.iloc[0], n_boot, seed)
-    within = pd.DataFrame([_within(arrays, meta[col].fillna(MISSING).astype(str).to_numpy(), col, n_boot, seed + 7)
+    # seed + 50: the same group resamples as the model's pooled CI in the references, so the two pooled CIs agree
+    within = pd.DataFrame([_within(arrays, meta[col].fillna(MISSING).astype(str).to_numpy(), col, n_boot, seed + 50)
                            for col in usable] if arrays.has_model else [])
     verdicts = set(probe["verdict"])
     verdict = ("shortcut suspected" if "shortcut suspected" in verdicts else
