@@ -112,7 +112,7 @@ def test_model_card_sections_provenance_and_todo(tmp_path):
     for r in confident:
         assert f"`{r[S.IMAGE_ID]}`" in md
     assert "Counterfactuals from" in md
-    assert "not available: /data/x.npz: the run's data file is not on this machine" in md  # its pixels, when found
+    assert "not available: image id 'img024_1' is not <file>/<split>/<index>" in md  # says why there are no pixels
     assert "Intended use" in md and "TRIPOD+AI: ethical approval" in md
 
 

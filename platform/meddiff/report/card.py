@@ -238,7 +238,7 @@ def _failure_picture(run: ResultsSet, image_id: str, out_dir: Path) -> str:
     try:
         pixels = image_pixels(run.meta, image_id)
     except ResultsError as exc:
-        return f"not available: {str(exc)[:80]}"
+        return f"not available: {exc}"
     path = out_dir / "failures" / (re.sub(r"[^A-Za-z0-9]+", "_", f"{run.name}_{image_id}") + ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
