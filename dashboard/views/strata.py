@@ -107,6 +107,8 @@ st.dataframe(pd.DataFrame({"reference": probe.baselines["reference"],
                            "balanced accuracy %": [ci(r, "balanced_accuracy") for _, r in probe.baselines.iterrows()],
                            "AUC": [ci(r, "auc", percent=False) for _, r in probe.baselines.iterrows()]}),
              hide_index=True)
+if probe.model_vs_probe:
+    st.markdown(f"**{probe.model_vs_probe['text']}**")
 if not probe.within.empty:
     st.markdown("**Within-stratum vs pooled balanced accuracy** (strata with both classes, size-weighted; a model "
                 "leaning on the metadata drops within a stratum)")

@@ -125,6 +125,16 @@ def test_probe_flags_a_planted_shortcut_and_the_model_that_uses_it():
     refs = probe.baselines.set_index("reference")
     assert refs.loc["the model (pooled)", "balanced_accuracy"] == pytest.approx(
         within.loc["site", "pooled_balanced_accuracy"])
+    # the site reader is no better than the metadata-only probe (they make nearly the same predictions)
+    assert "beats the metadata alone" not in probe.model_vs_probe["text"]
+    assert probe.model_vs_probe["difference_lo"] <= 0
+
+
+def test_a_model_that_reads_the_image_beats_the_metadata():
+    probe = T.shortcut_probe(frame(shortcut=0.3, seed=2), n_boot=200)
+    assert probe.model_vs_probe["difference_lo"] < probe.model_vs_probe["difference"] < probe.model_vs_probe[
+        "difference_hi"]
+    assert probe.model_vs_probe["text"].startswith("The model beats the metadata alone")
 
 
 def test_probe_without_a_shortcut_and_without_metadata():

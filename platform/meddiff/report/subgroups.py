@@ -93,6 +93,8 @@ def probe_markdown(probe: T.ShortcutProbe) -> list[str]:
            md_table(["reference", "accuracy (%)", "balanced accuracy (%)", "AUC"],
                     [[r["reference"], with_ci(r, "accuracy"), with_ci(r, "balanced_accuracy"), _auc(r)]
                      for _, r in probe.baselines.iterrows()]), ""]
+    if probe.model_vs_probe:
+        out += [f"**{probe.model_vs_probe['text']}**", ""]
     if not probe.within.empty:
         out += ["The model's balanced accuracy within each stratum (strata holding two or more classes, weighted by "
                 "their size) next to its pooled balanced accuracy; a model that relies on the metadata loses "

@@ -267,6 +267,7 @@ class ShortcutProbe:
     baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
     within: pd.DataFrame = field(default_factory=pd.DataFrame)
     oof: pd.DataFrame = field(default_factory=pd.DataFrame)  # out-of-fold probabilities of the "all columns" probe
+    model_vs_probe: dict = field(default_factory=dict)  # paired difference of balanced accuracy, model - probe
 
 
 def verdict_of(auc_lo: float, auc_hi: float) -> str:
@@ -386,7 +387,31 @@ def shortcut_probe(frame: pd.DataFrame, columns: Sequence[str] | None = None, fo
     note = (f"Logistic regression on the metadata alone ({', '.join(usable)}; categorical one-hot, numeric "
             f"standardised), out-of-fold probabilities from {k}-fold StratifiedGroupKFold on the group column "
             f"({n_groups} groups, {len(y)} images). " + VERDICT_NOTE)
-    return ShortcutProbe(True, note, verdict, probe, baselines, within, oof_all)
+    versus = _model_vs_probe(arrays, oof_all["probe_pred"].to_numpy(), n_boot, seed) if arrays.has_model else {}
+    return ShortcutProbe(True, note, verdict, probe, baselines, within, oof_all, versus)
+
+
+def _model_vs_probe(arrays: _Arrays, probe_pred: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The model's balanced accuracy minus the metadata-only probe's (all columns), paired over the same group
+    resamples, with a sentence: the model beats the metadata when the CI's lower bound is above 0."""
+    y, pred = arrays.y, arrays.pred
+
+    def stat(idx):
+        return np.array([balanced_accuracy(y[idx], pred[idx]) - balanced_accuracy(y[idx], probe_pred[idx])])
+
+    point = stat(np.arange(len(y)))[0]
+    lo, hi, _ = cluster_bootstrap(stat, arrays.codes, n_boot, seed + 60)
+    points = f"{100 * point:+.1f} points (95 % CI {100 * lo[0]:+.1f} to {100 * hi[0]:+.1f})" if lo[0] == lo[0] else (
+        f"{100 * point:+.1f} points (no CI)")
+    if lo[0] == lo[0] and lo[0] > 0:
+        text = f"The model beats the metadata alone: balanced accuracy {points} above the metadata-only probe."
+    elif hi[0] == hi[0] and hi[0] < 0:
+        text = (f"The model does NOT beat the metadata alone: balanced accuracy {points} relative to the "
+                f"metadata-only probe.")
+    else:
+        text = (f"The model cannot be told apart from the metadata alone: balanced accuracy {points} relative to the "
+                f"metadata-only probe.")
+    return {"difference": point, "difference_lo": lo[0], "difference_hi": hi[0], "text": text}
 
 
 def _baselines(arrays: _Arrays, probe_all: pd.Series, n_boot: int, seed: int) -> pd.DataFrame:
