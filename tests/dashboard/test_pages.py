@@ -247,6 +247,7 @@ def test_strata_page_shows_strata_with_cis_and_the_probe(app, results_root):
     assert "Verdict: **shortcut suspected**" in texts(at)
     refs = frame_with(at, "reference")
     assert "the model (pooled)" in refs["reference"].tolist()
+    assert "from the metadata alone: balanced accuracy" in texts(at) or "beat the metadata alone" in texts(at)
     at.selectbox(key="strata_column").set_value("view").run()
     assert frame_with(at, "per class")["stratum"].tolist() == [T.POOLED, "AP", "PA"]
 

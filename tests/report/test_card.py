@@ -93,7 +93,7 @@ def test_report_has_subgroups_and_the_shortcut(tmp_path):
     text = Path(out["report"]).read_text()
     assert "## Subgroups and shortcuts" in text and "Shortcut probe: shortcut suspected" in text
     assert "![site](subgroups_rn_site.png)" in text
-    assert (tmp_path / "report" / "subgroups_rn_site.png").stat().st_size > 5000
+    assert Path(out["figures"]["subgroups_rn_site"]).stat().st_size > 5000
 
 
 def test_model_card_sections_provenance_and_todo(tmp_path):

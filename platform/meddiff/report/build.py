@@ -91,6 +91,7 @@ def build_report(
         figures["t_ablation"] = plots.t_ablation_plot(tables["t_buckets"], tables["t_ranges"], out / "t_ablation.png")
         figures["vote_vs_average"] = plots.gap_plot(tables["gaps"], tables["vote_vs_average"],
                                                     out / "vote_vs_average.png")
+    figures.update({v.stem: v for s in subgroups for v in s["figures"].values()})  # subgroups_<run>_<column>
     text = markdown(runs, infos, tables, figures, Path(notes).read_text() if notes else None, n_boot)
     text += "\n## Subgroups and shortcuts\n\n" + "\n".join(s["markdown"] for s in subgroups)
     report = out / "report.md"
