@@ -3,8 +3,9 @@
     meddiff dashboard --results runs              # the usual way (sets MEDDIFF_RESULTS_ROOT, starts Streamlit)
     MEDDIFF_RESULTS_ROOT=runs streamlit run dashboard/app.py
 
-Pages (``views/``; URL paths /, /curves, /gallery, /explorer, /referral): runs overview (the Table 1 comparison), accuracy vs uncertainty threshold, counterfactual gallery,
-per-image explorer, referral threshold with a guarantee. The app reads results only through ``meddiff.results`` (which reads through the schema
+Pages (``views/``; URL paths /, /curves, /gallery, /explorer, /referral, /strata): runs overview (the Table 1
+comparison), accuracy vs uncertainty threshold, counterfactual gallery, per-image explorer, referral threshold with a
+guarantee, subgroups and shortcuts. The app reads results only through ``meddiff.results`` (which reads through the schema
 modules) and only under the results root; the sidebar narrows it to a sub-folder and refuses paths outside it.
 """
 
@@ -26,6 +27,7 @@ PAGES = [
     st.Page(HERE / "views" / "explorer.py", title="Image explorer", url_path="explorer", icon=":material/search:"),
     st.Page(HERE / "views" / "referral.py", title="Referral with a guarantee", url_path="referral",
             icon=":material/verified_user:"),
+    st.Page(HERE / "views" / "strata.py", title="Subgroups and shortcuts", url_path="strata", icon=":material/groups:"),
 ]
 
 page = st.navigation(PAGES)

@@ -1,16 +1,19 @@
 """Per-image explorer: how one image was classified, draw by draw.
 
 Each of the N draws noises the image at a random t with the same noise for every class and asks the denoiser to undo
-it under each class; the class with the smallest error wins that draw's vote. This page shows the votes, how the vote
-share settles as draws accumulate, and every draw's error against its t.
+it under each class; the class with the smallest error wins that draw's vote. This page shows the image itself (its
+stored pixels, located through the run's recorded data config) next to its votes, how the vote share settles as draws
+accumulate, every draw's error against its t, and its counterfactuals when an explanation folder of the run holds it.
 """
 
 import altair as alt
 import streamlit as st
 
 import meddiff_ui as ui
+from meddiff.errors import ResultsError
 from meddiff.results import schema as S
-from meddiff.results.image import draws_frame, image_row, vote_share_over_draws, votes_frame
+from meddiff.results.gallery import gallery_items
+from meddiff.results.image import draws_frame, image_pixels, image_row, vote_share_over_draws, votes_frame
 from meddiff.results.runs import ok_rows
 from meddiff.results.summary import scoring_rules
 
@@ -77,7 +80,18 @@ else:
 
 votes = votes_frame(row, classes)
 draws = draws_frame(row, classes)
-left, right = st.columns(2)
+picture, left, right = st.columns([1, 2, 2])
+with picture:
+    st.markdown("**The image**")
+    try:
+        st.image(image_pixels(info.meta, image_id), caption=f"{image_id} (stored pixels, not resized)",
+                 width="stretch", output_format="PNG")
+    except ResultsError as exc:
+        st.info(f"The image cannot be shown: {exc}")
+    if present(row.get(S.GROUP)) and row[S.GROUP] != image_id:
+        st.caption(f"group: {row[S.GROUP]}")
+    if present(row.get(S.METADATA)) and row[S.METADATA] not in ("", "{}"):
+        st.caption(f"metadata: {row[S.METADATA]}")
 with left:
     st.markdown("**Votes per class**" if row[S.VOTES] is not None else "**Softmax per class** (a baseline has no votes)")
     y = "votes" if row[S.VOTES] is not None else "softmax"
@@ -111,3 +125,30 @@ if draws is not None:
     st.altair_chart(scatter.properties(height=320), width="stretch")
     with st.expander("Per-draw data"):
         st.dataframe(draws.pivot(index=["draw", "t"], columns="class", values="error").reset_index(), hide_index=True)
+
+# counterfactuals of this image from an explanation folder made from this run (meddiff explain)
+made_from_run = [e for e in ui.explanations(root, root.path) if e.results is not None and e.results == info.path]
+shown_cf = False
+for expl in made_from_run:
+    index = ui.load_explanations(expl)
+    if index is None or image_id not in set(index["image_id"]):
+        continue
+    item = gallery_items(root, expl, index[index["image_id"] == image_id])[0]
+    st.markdown(f"**Counterfactuals** from `{expl.name}`: the image re-generated under each class (t_start = "
+                f"{expl.settings.get('t_start')}), and reconstruction − input")
+    if item["error"]:
+        st.warning(f"not explained: {item['error']}")
+    else:
+        cells = st.columns(1 + 2 * len(item["classes"]))
+        cells[0].image(str(item["input"]), caption="input", width="stretch", output_format="PNG")
+        for k, c in enumerate(item["classes"]):
+            tag = " (true class)" if c["factual"] else ""
+            cells[1 + k].image(str(c["reconstruction"]), caption=f"as {c['class_name']}{tag} · mse {c['error']:.4f}",
+                               width="stretch", output_format="PNG")
+            cells[1 + len(item["classes"]) + k].image(str(c["difference"]), caption=f"difference: {c['class_name']}",
+                                                      width="stretch", output_format="PNG")
+    shown_cf = True
+    break
+if not shown_cf:
+    st.caption("No counterfactuals of this image: no explanation folder made from this run holds it "
+               "(meddiff explain --results <this run> --select ids:<image id>).")

@@ -184,8 +184,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from meddiff.report.build import build_report
 
     out = build_report(args.results, args.out, notes=args.notes, n_boot=args.boot, repeats=args.repeats,
-                       seed=args.seed)
+                       seed=args.seed, card=args.card)
     print(f"report: {out['report']}")
+    if "card" in out:
+        print(f"model card: {out['card']['html']}")
     return 0
 
 
@@ -287,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", help="a markdown file appended to the report (e.g. findings)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--repeats", type=int, default=20, help="random draw subsets per N in the N ablation")
+    p.add_argument("--card", action="store_true", help="also write model_card.md and a self-contained "
+                   "model_card.html (CLAIM 2024 / TRIPOD+AI items answered from provenance)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_report)
 

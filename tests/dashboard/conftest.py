@@ -75,7 +75,7 @@ def baseline_rows(n: int, seed: int, model_id: str) -> list[dict]:
 
 
 def write_run(folder: Path, rows: list[dict], method: str, backbone: str, model_id: str, dataset: str,
-              n_draws: int | None) -> Path:
+              n_draws: int | None, data_config: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     half = len(rows) // 2  # two shards, as scoring writes them
     pq.write_table(S.to_table(rows[:half]), folder / "shard-000000.parquet")
@@ -84,7 +84,8 @@ def write_run(folder: Path, rows: list[dict], method: str, backbone: str, model_
         "method": method, "model_id": model_id, "class_names": CLASSES,
         "score_config": {"n_draws": n_draws or 51, "seed": 0, "rule": "vote", "split": "test"},
         "data": {"name": dataset, "rows": len(rows)},
-        "checkpoint_metadata": {"kind": method, "model": {"name": backbone, "params": {}}, "class_names": CLASSES},
+        "checkpoint_metadata": {"kind": method, "model": {"name": backbone, "params": {}}, "class_names": CLASSES,
+                                **({"config": {"data": data_config}} if data_config else {})},
         "created": "2026-01-01T00:00:00+0000",
     })
     return folder
@@ -120,15 +121,25 @@ def write_explanations(folder: Path, results: Path, rows: list[dict], model_id: 
 
 @pytest.fixture(scope="session")
 def results_root(tmp_path_factory) -> dict:
-    """root/ with runs/unet (diffusion, N = 9, 1 failed row), runs/dit (diffusion, N = 7, another dataset),
-    runs/resnet18 (baseline) and explanations/unet (3 explained images + 1 failed)."""
+    """root/ with runs/unet (diffusion, N = 9, 1 failed row; its data config points at a small .npz of its images),
+    runs/dit (diffusion, N = 7, another dataset), runs/resnet18 (baseline; two images per patient and a planted
+    site shortcut in its metadata) and explanations/unet (3 explained images + 1 failed)."""
     root = tmp_path_factory.mktemp("results-root")
     unet = diffusion_rows(40, 9, seed=1, model_id="unet-aaaa", skill=0.5, fail=1)
     dit = diffusion_rows(30, 7, seed=2, model_id="dit-bbbb", skill=0.7)
     res = baseline_rows(40, seed=3, model_id="resnet18-cccc")
+    for i, row in enumerate(res):  # 20 patients of two images; site A holds the positive patients but one
+        patient = (i % 2, i // 4)
+        site = "A" if row[S.LABEL] == 1 or patient == (0, 0) else "B"
+        row.update({S.GROUP: f"patient{patient[0]}-{patient[1]}",
+                    S.METADATA: json.dumps({"site": site, "view": "AP" if i % 3 else "PA"})})
+    npz = tmp_path_factory.mktemp("data") / "pneumoniamnist_balanced.npz"
+    pixels = np.random.default_rng(11).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    pixels[:, 8:20, 8:20] = 255  # a bright square: the explorer must show these pixels
+    np.savez(npz, test_images=pixels, test_labels=np.arange(40) % 2)
     paths = {
         "unet": write_run(root / "runs" / "unet" / "results" / "test", unet, "diffusion", "unet", "unet-aaaa",
-                          "pneumoniamnist_balanced", 9),
+                          "pneumoniamnist_balanced", 9, {"source": "medmnist", "params": {"path": str(npz)}}),
         "dit": write_run(root / "runs" / "dit" / "results" / "test", dit, "diffusion", "dit", "dit-bbbb",
                          "breastmnist", 7),
         "resnet18": write_run(root / "runs" / "resnet18" / "results" / "test", res, "baseline", "resnet18",
@@ -136,7 +147,8 @@ def results_root(tmp_path_factory) -> dict:
     }
     picked = sorted(unet[:40], key=lambda r: -r[S.UNCERTAINTY])[:3]
     paths["explanations"] = write_explanations(root / "explanations" / "unet", paths["unet"], picked, "unet-aaaa")
-    return {"root": root, "paths": paths, "rows": {"unet": unet, "dit": dit, "resnet18": res}, "explained": picked}
+    return {"root": root, "paths": paths, "rows": {"unet": unet, "dit": dit, "resnet18": res}, "explained": picked,
+            "pixels": pixels}
 
 
 # --- headless Chromium over the DevTools protocol -----------------------------------------------------------------
@@ -207,8 +219,9 @@ class Chromium:
     def _eval(self, ws, expression: str):
         return self._call(ws, "Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
-    def screenshot(self, url: str, out: Path, timeout: float = 90.0, settle: float = 1.0) -> str:
-        """Load ``url``, wait until Streamlit has rendered, grow the viewport to the page and save a PNG.
+    def screenshot(self, url: str, out: Path, timeout: float = 90.0, settle: float = 1.0, ready: str = "") -> str:
+        """Load ``url``, wait until Streamlit has rendered (or the JS expression ``ready`` is true, for a page that
+        is not Streamlit's), grow the viewport to the page and save a PNG.
 
         Returns the page's visible text (to check what the user sees: no traceback, no "Page not found")."""
         import base64
@@ -221,7 +234,7 @@ class Chromium:
             self._call(ws, "Page.navigate", url=url)
             deadline = time.monotonic() + timeout
             time.sleep(1.0)
-            while not self._eval(ws, _READY_JS):
+            while not self._eval(ws, ready or _READY_JS):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} did not finish rendering within {timeout} s")
                 time.sleep(0.3)

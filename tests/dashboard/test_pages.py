@@ -221,3 +221,58 @@ def test_without_a_configured_root_the_app_says_how_to_start_it(monkeypatch):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     assert "meddiff dashboard --results DIR" in at.error[0].value
+
+
+def test_strata_page_shows_strata_with_cis_and_the_probe(app, results_root):
+    from meddiff.results import strata as T
+
+    app.query_params["run"] = RES
+    at = app.switch_page("views/strata.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="strata_run").value == RES
+    assert at.selectbox(key="strata_column").options == ["site", "view"]
+    table = frame_with(at, "per class")
+    assert table["stratum"].tolist() == [T.POOLED, "A", "B"]
+    rows = ok_rows(results_root["rows"]["resnet18"])
+    site = np.array([json.loads(r[S.METADATA])["site"] for r in rows])
+    assert table["images"].tolist() == [len(rows), int((site == "A").sum()), int((site == "B").sum())]
+    assert table["groups"].tolist() == [20, 11, 9]
+    assert table["accuracy %"][2].endswith("(no CI)") and "9 group(s) < 10: no CIs" in table["note"][2]
+    acc_a = np.mean([r[S.PRED] == r[S.LABEL] for r, s in zip(rows, site) if s == "A"])
+    assert table["accuracy %"][1].startswith(f"{100 * acc_a:.1f} [")  # with its CI over patients
+    assert len(at.get("vega_lite_chart")) == 1
+    probe = frame_with(at, "verdict")
+    assert probe["metadata used"].tolist() == ["all columns", "site", "view"]
+    assert probe.set_index("metadata used").loc["site", "verdict"] == "shortcut suspected"
+    assert "Verdict: **shortcut suspected**" in texts(at)
+    refs = frame_with(at, "reference")
+    assert "the model (pooled)" in refs["reference"].tolist()
+    assert "from the metadata alone: balanced accuracy" in texts(at) or "beat the metadata alone" in texts(at)
+    at.selectbox(key="strata_column").set_value("view").run()
+    assert frame_with(at, "per class")["stratum"].tolist() == [T.POOLED, "AP", "PA"]
+
+
+def test_strata_page_without_metadata_says_so(app):
+    app.query_params["run"] = UNET
+    at = app.switch_page("views/strata.py").run()
+    assert not at.exception, at.exception
+    assert "no metadata columns" in texts(at)
+
+
+def test_explorer_shows_the_image_and_its_counterfactuals(app, results_root):
+    picked = results_root["explained"][0]
+    app.query_params["run"] = UNET
+    app.query_params["image"] = picked[S.IMAGE_ID]
+    at = app.switch_page("views/explorer.py").run()
+    assert not at.exception, at.exception
+    captions = [i.caption for img in at.get("image") for i in img.proto.imgs]
+    assert any("stored pixels" in c for c in captions)
+    assert "input" in captions and "as normal" in " ".join(captions) and "difference: pneumonia" in captions
+    assert "Counterfactuals" in texts(at)
+
+
+def test_explorer_says_why_an_image_cannot_be_shown(app):
+    app.query_params["run"] = DIT  # its meta.json records no data config
+    at = app.switch_page("views/explorer.py").run()
+    assert not at.exception, at.exception
+    assert "The image cannot be shown" in texts(at) and "No counterfactuals of this image" in texts(at)

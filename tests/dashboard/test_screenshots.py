@@ -24,7 +24,15 @@ PAGES = {
     "gallery": ("/gallery", ["Counterfactual gallery", "(true class)", "votes: normal", "difference: pneumonia"]),
     "explorer": ("/explorer?" + urllib.parse.urlencode({"run": "runs/unet/results/test",
                                                         "image": "pneumoniamnist_balanced/test/00007"}),
-                 ["Image explorer", "Votes per class", "Vote share after the first k draws", "Error of every draw"]),
+                 ["Image explorer", "The image", "stored pixels", "Votes per class", "Vote share after the first k draws",
+                  "Error of every draw", "No counterfactuals of this image"]),
+    # an image of the explanation folder (the fixture explains the 3 most uncertain: 00002, 00003, 00004)
+    "explorer_cf": ("/explorer?" + urllib.parse.urlencode({"run": "runs/unet/results/test",
+                                                           "image": "pneumoniamnist_balanced/test/00002"}),
+                    ["The image", "stored pixels", "Counterfactuals", "as normal", "difference: pneumonia"]),
+    "strata": ("/strata?" + urllib.parse.urlencode({"run": "runs/resnet18/results/test", "column": "site"}),
+               ["Subgroups and shortcuts", "Per stratum of", "Shortcut probe", "shortcut suspected",
+                "Does the model beat the metadata?", "Within-stratum vs pooled"]),
     "refused": ("/?folder=../", ["is outside the results root", "Refused"]),
 }
 

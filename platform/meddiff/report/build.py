@@ -8,7 +8,9 @@
     <out>/t_buckets.parquet, t_ranges.parquet                          -> t_ablation.png
     <out>/targets.parquet, shifts.parquet, vote_vs_average.parquet     -> vote_vs_average.png
     <out>/selective.parquet     referral thresholds (LTT, naive), conformal sets, ECE -> risk_coverage.png
+    <out>/subgroups.parquet, shortcut_probe.parquet, ...  per-stratum metrics and the shortcut probe -> subgroups_*.png
     <out>/report.md             all of the above as markdown, plus the ``notes`` file if given
+    <out>/model_card.md, model_card.html   with ``card=True`` (``meddiff.report.card``)
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from meddiff.errors import ConfigError
 from meddiff.provenance import code_version
 from meddiff.report import ablation as A
 from meddiff.report import plots
+from meddiff.report.markdown import md_table
 from meddiff.report.models import describe
 from meddiff.report.selective import selective_section
+from meddiff.report.subgroups import subgroup_section, subgroup_tables
 from meddiff.report.table import calibration_frame, confusion_frame, coverage_frame, table1_rows
 from meddiff.report.vote_average import gap_frame, replay
 from meddiff.results.runs import ResultsSet, load
@@ -39,10 +43,14 @@ def build_report(
     repeats: int = 20,
     seed: int = 0,
     log: Callable[[str], None] | None = print,
+    card: bool = False,
+    extra_sections: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Write the report of the results sets ``results`` (``DIR`` or ``NAME=DIR``) into ``out_dir``.
+    """Write the report of the results sets ``results`` (``DIR`` or ``NAME=DIR``) into ``out_dir``; with ``card``,
+    also the model card, which embeds ``extra_sections`` ({title, markdown, figures, tables}) after its own.
 
-    Returns {"report": path of report.md, "tables": {name: path}, "figures": {name: path}, "runs": labels}.
+    Returns {"report": path of report.md, "tables": {name: path}, "figures": {name: path}, "runs": labels} and, with
+    ``card``, "card": {"md": path, "html": path}.
     """
     log = log or (lambda _: None)
     out = Path(out_dir)
@@ -59,6 +67,9 @@ def build_report(
     tables["calibration"] = pd.concat([calibration_frame(r) for r in runs], ignore_index=True)
     tables["confusion"] = pd.concat([confusion_frame(r) for r in runs], ignore_index=True)
     log(f"[report] Table 1 and curves of {len(runs)} run(s) in {time.monotonic() - t0:.1f}s")
+    subgroups = [subgroup_section(r, out, n_boot, seed) for r in runs]
+    for key, frames in subgroup_tables(subgroups).items():
+        tables[key] = frames
     with_draws = [r for r in runs if r.has_draws]
     n_common = min(infos[r.name]["n_draws"] for r in with_draws) if len(with_draws) > 1 else None
     replays = [replay(r, infos[r.name], repeats=repeats, seed=seed, n_common=n_common) for r in with_draws]
@@ -85,13 +96,21 @@ def build_report(
     section = selective_section(runs, out, seed=seed)  # referral with a guarantee (report/selective.py)
     figures.update(section["figures"])
     paths["selective"] = out / "selective.parquet"
+    figures.update({v.stem: v for s in subgroups for v in s["figures"].values()})  # subgroups_<run>_<column>
     text = markdown(runs, infos, tables, figures, Path(notes).read_text() if notes else None, n_boot,
                     sections=[section["markdown"]])
+    text += "\n## Subgroups and shortcuts\n\n" + "\n".join(s["markdown"] for s in subgroups)
     report = out / "report.md"
     report.write_text(text)
+    written = {}
+    if card:
+        from meddiff.report.card import write_card
+
+        written = {"card": write_card(runs, infos, tables, figures, [section, *subgroups, *extra_sections], out, n_boot)}
+        log(f"[report] model card {written['card']['html']}")
     log(f"[report] {report} ({len(figures)} figures) in {time.monotonic() - t0:.1f}s")
     return {"report": str(report), "tables": {k: str(v) for k, v in paths.items()},
-            "figures": {k: str(v) for k, v in figures.items()}, "runs": labels}
+            "figures": {k: str(v) for k, v in figures.items()}, "runs": labels, **written}
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -129,12 +148,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _pct(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _ci(row, name: str, pct: bool) -> str:

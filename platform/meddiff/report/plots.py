@@ -184,3 +184,27 @@ def gap_plot(gaps: pd.DataFrame, cross: pd.DataFrame | None, path: Path) -> Path
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def stratum_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Accuracy and balanced accuracy (%) per stratum of one metadata column with their cluster-bootstrap 95 % CIs
+    (``meddiff.results.strata.stratum_table``); the pooled row is drawn first and the pooled accuracy as a line.
+    A stratum without a CI is drawn without error bars."""
+    plt = _plt()
+    labels = [f"{s}\n(n={n}, {g} groups)" for s, n, g in zip(table["stratum"], table["images"], table["groups"])]
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(table) + 1.5), 3.6))
+    for i, (key, name) in enumerate((("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))):
+        v = table[key].to_numpy(np.float64) * 100
+        err = np.vstack([v - table[f"{key}_lo"].to_numpy(np.float64) * 100,
+                         table[f"{key}_hi"].to_numpy(np.float64) * 100 - v])
+        ax.bar(x + (i - 0.5) * 0.38, v, 0.38, yerr=np.nan_to_num(err), capsize=3, label=name,
+               color=f"C{i}", alpha=0.85)
+    ax.axhline(table["accuracy"].iloc[0] * 100, color="0.3", lw=0.8, ls="--", label="pooled accuracy")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% (95 % CI over groups)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

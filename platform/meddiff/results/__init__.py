@@ -9,7 +9,9 @@ explain``) and their readers (the report, the dashboard, the serving endpoint, t
     root             a results root nothing outside of is read from, and the results sets under it
     overview         the runs overview (the dashboard's Table 1 comparison), one row per results set
     curves           accuracy against coverage and against an uncertainty threshold
-    image            one scored image as frames: votes per class, per-draw errors, the vote share as draws accumulate
+    image            one scored image as frames: votes per class, per-draw errors, the vote share as draws accumulate;
+                     its stored pixels for display
+    strata           metrics per metadata stratum and the shortcut probe, with cluster-bootstrap CIs over groups
     gallery          an explanation folder as gallery items, every path checked to be under the root
 
 The package imports no torch and no model code (``meddiff.models``, ``meddiff.diffusion``, ``meddiff.methods``' model
