@@ -102,7 +102,7 @@ def test_model_card_sections_provenance_and_todo(tmp_path):
     titles = re.findall(r"^## \d+\. (.+)$", md, flags=re.M)
     assert titles == ["Data sources and counts", "How the splits were made", "Leakage checks", "Model and training",
                       "Performance with confidence intervals", "Calibration", "Subgroups and shortcut probe: rn",
-                      "Selective prediction", "Failure cases", "To be filled in by the user"]
+                      "Referral with a guarantee (selective prediction)", "Selective prediction", "Failure cases", "To be filled in by the user"]
     rows = write_run(tmp_path / "again")
     n = [sum(r[S.LABEL] == c for r in rows) for c in (0, 1)]
     assert f"normal {n[0]} ({n[0] // 2}), pneumonia {n[1]} ({n[1] // 2})" in md  # images (patients) per class
@@ -128,7 +128,7 @@ def test_model_card_html_is_self_contained(tmp_path):
     out, _ = make_card(tmp_path)
     page = Path(out["card"]["html"]).read_text()
     srcs = re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) == 2 + 2 + 2 * 5  # reliability, coverage, two strata figures, 2 failures x 5 PNGs
+    assert len(srcs) == 2 + 2 + 1 + 2 * 5  # reliability, coverage, two strata figures, risk-coverage, 2 failures x 5 PNGs
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
     assert "<table>" in page and "<style>" in page

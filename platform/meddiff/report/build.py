@@ -106,7 +106,7 @@ def build_report(
     if card:
         from meddiff.report.card import write_card
 
-        written = {"card": write_card(runs, infos, tables, figures, [section, *subgroups, *extra_sections], out, n_boot)}
+        written = {"card": write_card(runs, infos, tables, figures, [*subgroups, section, *extra_sections], out, n_boot)}
         log(f"[report] model card {written['card']['html']}")
     log(f"[report] {report} ({len(figures)} figures) in {time.monotonic() - t0:.1f}s")
     return {"report": str(report), "tables": {k: str(v) for k, v in paths.items()},
