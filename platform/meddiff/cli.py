@@ -186,7 +186,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     out = args.out or str(Path(cfg.output_dir) / f"{cfg.name}-cv{args.folds}")
     with ray_session(cfg.ray.address):
-        summary = run_cv(cfg, args.folds, out, n_boot=args.boot)
+        summary = run_cv(cfg, args.folds, out, n_boot=args.boot, positive=args.positive)
     print(summary["table"])
     print(f"cross-validation: {out}")
     return 0
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="Ray Data scoring actors (ray.actors)")
     p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS or a local embedded cluster)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the pooled confidence intervals")
+    p.add_argument("--positive", help="the disease class for sensitivity/specificity (default: class 1, as the report)")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("report", help="comparison report of results sets: Table 1, N/t ablations, coverage curves")

@@ -105,8 +105,18 @@ def run_fold(cfg: ExperimentConfig, folds: int, fold: int, out_dir: Path, ray_cf
     return bundle
 
 
+def positive_index(class_names: tuple[str, ...] | list[str], positive: str | None) -> int:
+    """Index of the disease class ``positive`` (sensitivity = its recall); None: class 1, as ``meddiff report``."""
+    names = list(class_names)
+    if positive is None:
+        return 1
+    if positive not in names:
+        raise ConfigError(f"--positive: expected one of the classes {names}, got {positive!r}")
+    return names.index(positive)
+
+
 def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayConfig | None = None,
-           log: Callable[[str], None] = print, n_boot: int = 1000) -> dict[str, Any]:
+           log: Callable[[str], None] = print, n_boot: int = 1000, positive: str | None = None) -> dict[str, Any]:
     """K-fold cross-validation of ``cfg`` into ``out_dir`` (see the module docstring); returns the summary written to
     ``cv_summary.json`` (its ``table`` is the markdown of ``cv_summary.md``).
 
@@ -121,6 +131,7 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
     ray_cfg = ray_cfg or cfg.ray
     t0 = time.monotonic()
     manifest = build_manifest(dataclasses.replace(cfg.data, cv_folds=folds, cv_fold=0))
+    pos = positive_index(manifest.class_names, positive)  # checked before any fold trains
     log(f"[cv] {folds} stratified group folds of {manifest.name}: {len(manifest)} images"
         f" (groups: {manifest.grouping}), split seed {cfg.data.split_seed}")
     for k in range(folds):
@@ -130,7 +141,7 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
     test_dirs = [out / f"fold-{k}" / SPLIT_DIRS["test"] for k in range(folds)]
     per_fold = []
     for k, d in enumerate(test_dirs):
-        figures = run_figures(open_results(d, name=f"fold-{k}"))
+        figures = run_figures(open_results(d, name=f"fold-{k}"), positive=pos)
         per_fold.append({"fold": k, **figures})
     cv_block = {"folds": folds, "seed": cfg.data.split_seed, "grouping": manifest.grouping,
                 "per_fold": per_fold}
@@ -143,8 +154,9 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
     summary = {
         "folds": per_fold,
         "mean_sd": mean_sd(per_fold),
-        "pooled": run_figures(pooled_run),
-        "pooled_ci": pooled_intervals(pooled_run, n_boot=n_boot, seed=cfg.score.seed),
+        "pooled": run_figures(pooled_run, positive=pos),
+        "pooled_ci": pooled_intervals(pooled_run, positive=pos, n_boot=n_boot, seed=cfg.score.seed),
+        "positive_class": list(manifest.class_names)[pos] if len(manifest.class_names) == 2 else None,
         "n_boot": n_boot,
         "method": pooled_run.method,
         "class_names": list(pooled_run.class_names),
@@ -162,8 +174,7 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-    classes = summary["class_names"]
-    positive = classes[1] if len(classes) == 2 else None
+    positive = summary["positive_class"]
     lines = [f"# Cross-validation: {summary['method']} on {summary['data']['name']}", "",
              f"{summary['cv']['folds']} stratified group folds (split seed {summary['cv']['seed']}); each row scored "
              f"once, by the model that did not see its group. Rule: {summary['pooled'].get('rule')}."
