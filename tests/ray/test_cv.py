@@ -67,6 +67,7 @@ def test_cv_pools_every_row_once_summarises_reports_and_resumes(ray_local, breas
     assert meta["method"] == "diffusion" and meta["class_names"] == ["malignant", "normal_benign"]
     assert meta["cv"]["folds"] == FOLDS and len(meta["cv"]["model_ids"]) == FOLDS
     assert all(meta["cv"]["model_ids"]) and len(set(meta["cv"]["model_ids"])) == FOLDS
+    assert [f["model_id"] for f in summary["folds"]] == meta["cv"]["model_ids"]
     val = read_results(out / "oof_val")
     assert set(val[S.FOLD]) == set(range(FOLDS))
     for k in range(FOLDS):  # the val rows of fold k come from fold k's training side only

@@ -26,7 +26,7 @@ from meddiff.bundle import list_bundles, read_bundle, resumable_bundle, step_of
 from meddiff.config import ExperimentConfig, RayConfig, ScoreConfig, to_dict
 from meddiff.cv.pool import pool_folds
 from meddiff.cv.summary import format_table, mean_sd, pooled_intervals, run_figures
-from meddiff.errors import ConfigError
+from meddiff.errors import CheckpointError, ConfigError
 from meddiff.provenance import code_version
 from meddiff.results.runs import open_results
 
@@ -91,7 +91,8 @@ def run_fold(cfg: ExperimentConfig, folds: int, fold: int, out_dir: Path, ray_cf
         train(fcfg)
         bundle = final_bundle(run_dir, cfg.train.steps)
         if bundle is None:
-            raise ConfigError(f"{run_dir}: training finished without a whole bundle at step {cfg.train.steps}")
+            raise CheckpointError(f"{run_dir}: training finished without a whole bundle at step {cfg.train.steps} "
+                                  f"(expected step_{cfg.train.steps:07d} with its train_state/)")
     else:
         log(f"{tag}: trained earlier ({bundle.name})")
     for split, sub in SPLIT_DIRS.items():
@@ -141,8 +142,8 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
     test_dirs = [out / f"fold-{k}" / SPLIT_DIRS["test"] for k in range(folds)]
     per_fold = []
     for k, d in enumerate(test_dirs):
-        figures = run_figures(open_results(d, name=f"fold-{k}"), positive=pos)
-        per_fold.append({"fold": k, **figures})
+        run = open_results(d, name=f"fold-{k}")
+        per_fold.append({"fold": k, "model_id": run.model_id, **run_figures(run, positive=pos)})
     cv_block = {"folds": folds, "seed": cfg.data.split_seed, "grouping": manifest.grouping,
                 "per_fold": per_fold}
     data_block = {"name": manifest.name, "fingerprint": manifest.fingerprint()}
