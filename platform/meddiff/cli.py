@@ -175,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from meddiff.config import load_config
-    from meddiff.cv.run import run_cv
+    from meddiff.cv.run import check_cv, run_cv
     from meddiff.raycluster import ray_session
 
     overrides = _overrides(args.set)
@@ -184,6 +184,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if args.address is not None:
         overrides["ray.address"] = args.address
     cfg = load_config(args.config, overrides)
+    check_cv(cfg, args.folds)  # before Ray starts
     out = args.out or str(Path(cfg.output_dir) / f"{cfg.name}-cv{args.folds}")
     with ray_session(cfg.ray.address):
         summary = run_cv(cfg, args.folds, out, n_boot=args.boot, positive=args.positive)

@@ -124,3 +124,10 @@ def test_out_of_fold_check_names_a_duplicate_a_missing_row_and_a_group_in_two_fo
         check_out_of_fold(frame, ["a", "b", "c", "d"], "oof")
     with pytest.raises(ResultsError, match="group 'p1' appears in 2 folds"):
         check_out_of_fold(frame.assign(**{S.FOLD: [0, 1, 1]}), ["a", "b", "c"], "oof")
+
+
+def test_cv_command_refuses_one_fold_and_a_limit(capsys):
+    assert main(["cv", "demo-breast", "--folds", "1"]) == 2
+    assert "--folds: expected an integer >= 2, got 1" in capsys.readouterr().err
+    assert main(["cv", "demo-breast", "--folds", "3", "--set", "score.limit=10"]) == 2
+    assert "score.limit: expected 0 for cross-validation" in capsys.readouterr().err

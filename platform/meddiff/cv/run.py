@@ -62,7 +62,8 @@ def results_complete(bundle: Path, cfg: ExperimentConfig, split: str, out_dir: P
     return not plan_shards(manifest.frame, out_dir, cfg.score.shard_size).pending()
 
 
-def _check(cfg: ExperimentConfig, folds: int) -> None:
+def check_cv(cfg: ExperimentConfig, folds: int) -> None:
+    """ConfigError unless ``folds`` >= 2 and every row is scored (``score.limit`` 0)."""
     if folds < 2:
         raise ConfigError(f"--folds: expected an integer >= 2, got {folds}")
     if cfg.score.limit:
@@ -126,7 +127,7 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
     """
     from meddiff.data import build_manifest
 
-    _check(cfg, folds)
+    check_cv(cfg, folds)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     ray_cfg = ray_cfg or cfg.ray
