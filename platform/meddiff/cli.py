@@ -216,6 +216,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from meddiff.config import load_config
+    from meddiff.cv.run import check_cv, run_cv
+    from meddiff.raycluster import ray_session
+
+    overrides = _overrides(args.set)
+    if args.actors is not None:
+        overrides["ray.actors"] = args.actors
+    if args.address is not None:
+        overrides["ray.address"] = args.address
+    cfg = load_config(args.config, overrides)
+    check_cv(cfg, args.folds)  # before Ray starts
+    out = args.out or str(Path(cfg.output_dir) / f"{cfg.name}-cv{args.folds}")
+    with ray_session(cfg.ray.address):
+        summary = run_cv(cfg, args.folds, out, n_boot=args.boot, positive=args.positive)
+    print(summary["table"])
+    print(f"cross-validation: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
                                      "classifiers (train, score, explain, report, serve, dashboard, demo)")
@@ -282,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="number of actors (implies --ray)")
     p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("cv", help="grouped stratified k-fold cross-validation: train and score every fold on Ray, pool "
+                       "the out-of-fold results, per-fold and pooled figures; resumes fold by fold")
+    p.add_argument("config", help="YAML file or preset name (see `meddiff presets`)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds K (>= 2)")
+    p.add_argument("--out", help="cross-validation folder (default: <output_dir>/<name>-cv<K>); re-running resumes")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.steps=100")
+    p.add_argument("--actors", type=int, help="Ray Data scoring actors (ray.actors)")
+    p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS or a local embedded cluster)")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the pooled confidence intervals")
+    p.add_argument("--positive", help="the disease class for sensitivity/specificity (default: class 1, as the report)")
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("report", help="comparison report of results sets: Table 1, N/t ablations, coverage curves")
     p.add_argument("results", nargs="+", help="results folders, optionally named: NAME=DIR")
