@@ -134,14 +134,34 @@ def split_section(runs: Sequence[ResultsSet]) -> dict[str, Any]:
     for run in runs:
         data, cfg = run.meta.get("data") or {}, _config(run).get("data") or {}
         cv = cfg.get("cv_folds")
+        official = (data.get("leakage") or {}).get("official_splits") if isinstance(data.get("leakage"), dict) else None
+        made = (f"stratified (group) split {cfg.get('split_fractions')} with seed {cfg.get('split_seed')}")
         how = (f"{cv}-fold stratified group cross-validation, test = fold {cfg.get('cv_fold')}" if cv else
-               f"official splits of the source, else stratified {cfg.get('split_fractions')} with seed "
-               f"{cfg.get('split_seed')}" if cfg else NOT_RECORDED)
+               "official splits of the source" if official is True else made if official is False else
+               f"official splits of the source, else {made}" if cfg else NOT_RECORDED)
         rows.append([run.name, how, _value(cfg.get("balance")), _value(data.get("grouping")),
                      _value(data.get("metadata_columns"))])
     lines += [md_table(["run", "how splits were made", "balanced (undersampled)", "grouping (what a group is; "
                         "splits never divide one)", "metadata columns kept"], rows), ""]
     return {"title": "How the splits were made", "markdown": "\n".join(lines), "figures": {}, "tables": {}}
+
+
+LEAK_CHECKS = {"groups": "groups in two splits", "exact_duplicates": "exact duplicates",
+               "near_duplicates": "near duplicates"}
+
+
+def _leak_row(name: str, check: dict[str, Any]) -> list[str]:
+    """One check of ``meddiff.data.leakage`` as a table row: method, count across splits, images, up to 3 examples."""
+    if "n_groups" in check:
+        examples = [f"{g}: {', '.join(map(str, v))}" for g, v in list((check.get("examples") or {}).items())[:3]]
+        return [name, f"{check['n_groups']} groups", _value(check.get("across_splits")), "–", "–",
+                "; ".join(examples) or "–"]
+    method = str(check.get("hash", ""))
+    if "max_hamming" in check:
+        method += f", Hamming <= {check['max_hamming']}, correlation >= {check.get('min_correlation')}"
+    examples = [f"{e.get('a')} ~ {e.get('b')} ({'/'.join(e.get('splits', []))})" for e in (check.get("examples") or [])[:3]]
+    return [name, method, f"{_value(check.get('pairs_across_splits'))} pair(s)", _value(check.get("images_involved")),
+            _value(check.get("test_images_involved")), "; ".join(examples) or "–"]
 
 
 def leakage_section(runs: Sequence[ResultsSet]) -> dict[str, Any]:
@@ -151,6 +171,12 @@ def leakage_section(runs: Sequence[ResultsSet]) -> dict[str, Any]:
         if not leak:
             lines += [f"- **{run.name}**: leakage checks {NOT_RECORDED} (meta.json `data.leakage` is absent; re-score "
                       f"with a version that records them).", ""]
+        elif isinstance(leak, dict) and any(isinstance(leak.get(k), dict) for k in LEAK_CHECKS):
+            lines += [f"**{run.name}** (level {_value(leak.get('level'))}; splits "
+                      f"{'official, from the source' if leak.get('official_splits') else 'made by meddiff'})", "",
+                      md_table(["check", "method", "across splits", "images involved", "test images involved",
+                                "examples"], [_leak_row(name, leak.get(key)) for key, name in LEAK_CHECKS.items()
+                                              if isinstance(leak.get(key), dict)]), ""]
         elif isinstance(leak, dict):
             lines += [f"**{run.name}**", "", md_table(["check", "result"], [[k, _value(v)] for k, v in leak.items()]),
                       ""]
