@@ -181,6 +181,6 @@ def _markdown(summary: dict[str, Any]) -> str:
              f"{summary['cv']['folds']} stratified group folds (split seed {summary['cv']['seed']}); each row scored "
              f"once, by the model that did not see its group. Rule: {summary['pooled'].get('rule')}."
              + (f" Sensitivity and specificity with {positive!r} as the positive class." if positive else ""),
-             f" Pooled 95 % CIs: percentile bootstrap over images ({summary['n_boot']} resamples); mean ± sd across "
+             f"Pooled 95 % CIs: percentile bootstrap over images ({summary['n_boot']} resamples); mean ± sd across "
              f"folds (sample sd).", "", summary["table"], ""]
     return "\n".join(lines)
