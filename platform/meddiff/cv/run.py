@@ -117,6 +117,20 @@ def positive_index(class_names: tuple[str, ...] | list[str], positive: str | Non
     return names.index(positive)
 
 
+def fold_checks(manifest, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The manifest's data checks with the leakage checks run across the *folds* (every fold is some model's test
+    set, so a duplicate in two folds is a test image whose copy trained the model that scored it): ``leakage``
+    is ``meddiff.data.leakage.check_leakage`` with the fold as the split."""
+    from meddiff.data.leakage import check_leakage
+
+    by_fold = manifest.frame.assign(split=[f"fold-{int(k)}" for k in manifest.frame["fold"]])
+    leakage = check_leakage(by_fold, cfg.data.leakage_check)
+    for block in leakage.values():  # every image is the test image of one fold
+        if isinstance(block, dict) and "test_images_involved" in block:
+            block["test_images_involved"] = block["images_involved"]
+    return {**manifest.data_checks(), "leakage": {**leakage, "across": "folds"}}
+
+
 def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayConfig | None = None,
            log: Callable[[str], None] = print, n_boot: int = 1000, positive: str | None = None) -> dict[str, Any]:
     """K-fold cross-validation of ``cfg`` into ``out_dir`` (see the module docstring); returns the summary written to
@@ -147,7 +161,7 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
         per_fold.append({"fold": k, "model_id": run.model_id, **run_figures(run, positive=pos)})
     cv_block = {"folds": folds, "seed": cfg.data.split_seed, "grouping": manifest.grouping,
                 "per_fold": per_fold}
-    data_block = {"name": manifest.name, "fingerprint": manifest.fingerprint()}
+    data_block = {"name": manifest.name, "fingerprint": manifest.fingerprint(), **fold_checks(manifest, cfg)}
     pool_folds(test_dirs, out / "oof", cv_block, expected_ids=manifest.frame["id"].astype(str).tolist(),
                data=data_block)
     pool_folds([out / f"fold-{k}" / SPLIT_DIRS["val"] for k in range(folds)], out / "oof_val", cv_block,
