@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results folder (a val split, or cross-validation out-of-fold rows)")
     p.add_argument("--alpha", type=float, default=0.1, help="error rate among accepted images to control")
     p.add_argument("--delta", type=float, default=0.1, help="chance the guarantee fails (over the calibration set)")
-    p.add_argument("--rule", choices=tuple(REFERRAL_RULES), default="ltt", help="ltt (certified) or naive")
+    p.add_argument("--rule", choices=tuple(REFERRAL_RULES), default="ltt", help="ltt or ltt-multistart (certified) or naive (no guarantee)")
     p.add_argument("--split", help="calibrate on this split's rows only (e.g. val)")
     p.add_argument("--out", help="referral.json to write (for `meddiff score/serve --referral`)")
     p.add_argument("--check", type=int, metavar="R", help="instead: R group-aware re-splits, alpha 0.05 and 0.10, "

@@ -98,6 +98,10 @@ REFERRAL_RULES: dict[str, ReferralRule] = {r.name: r for r in (
     ReferralRule("ltt", f"{_REF}:ltt_threshold", True,
                  "P(error rate among accepted images > alpha) <= delta over the calibration set (Learn then Test: "
                  "exact binomial p-values, fixed-sequence testing from the most confident threshold)"),
+    ReferralRule("ltt-multistart", f"{_REF}:ltt_multistart_threshold", True,
+                 "P(error rate among accepted images > alpha) <= delta over the calibration set (Learn then Test: "
+                 "fixed-sequence chains from uncertainty 0, 0.2, 0.4, 0.6, 0.8 at delta / 5 each, Bonferroni across "
+                 "chains); more power than ltt when the most confident images include an error"),
     ReferralRule("naive", f"{_REF}:naive_threshold", False,
                  "none: the largest threshold whose calibration error rate is <= alpha; its true risk exceeds alpha "
                  "about half the time (for comparison)"),

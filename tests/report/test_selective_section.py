@@ -20,7 +20,7 @@ def test_section_calibrates_on_val_and_measures_on_test(tmp_path):
     section = selective_section([run], out, alpha=0.1, delta=0.1)
     assert set(section) == {"title", "markdown", "figures", "tables"}
     table = section["tables"]["selective"]
-    assert list(table["rule"]) == ["ltt", "naive"]
+    assert list(table["rule"]) == ["ltt", "ltt-multistart", "naive"]
     rows = rows_of(run.frame)
     val, test = rows.splits == "val", rows.splits == "test"
     t = ltt_threshold(rows.uncertainty[val], rows.correct[val], 0.1, 0.1)

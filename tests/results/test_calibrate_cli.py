@@ -37,5 +37,5 @@ def test_calibrate_check_prints_and_writes_the_table(tmp_path, capsys):
     assert "| 0.05 | ltt |" in text and "| 0.10 | naive |" in text and "conformal-lac" in text
     rows = json.loads(table.read_text())
     assert {(r["alpha"], r["rule"]) for r in rows} == {(a, r) for a in (0.05, 0.1)
-                                                       for r in ("ltt", "naive", "conformal-lac")}
+                                                       for r in ("ltt", "ltt-multistart", "naive", "conformal-lac")}
     assert all(r["repeats"] == 200 for r in rows)

@@ -83,6 +83,23 @@ def test_ltt_controls_violations_where_the_naive_rule_fails():
     assert rows["naive"]["mean_coverage"] > rows["ltt"]["mean_coverage"]
 
 
+def test_multistart_certifies_when_the_most_confident_block_holds_an_error_and_keeps_the_guarantee():
+    # 200 certain images (uncertainty 0) of which one is wrong: a single chain starts there, its p-value
+    # P(Binom(200, 0.01) <= 1) = 0.40 > delta, so plain LTT refers everything; the chain from 0.2 starts with the
+    # 200 + 600 images at or below 0.2 (risk ~1.3 %) and certifies at alpha = 5 %.
+    rng = np.random.default_rng(5)
+    u = np.concatenate([np.zeros(200), np.full(600, 0.1), rng.integers(3, 10, 400) / 10.0])
+    correct = np.concatenate([np.arange(200) > 0, rng.random(600) > 0.02, rng.random(400) > 0.3 * u[800:]])
+    single = R.ltt_threshold(u, correct, alpha=0.01, delta=0.1)
+    multi = R.ltt_multistart_threshold(u, correct, alpha=0.05, delta=0.1)
+    assert single.refer_all and not multi.refer_all and multi.threshold >= 0.2
+    assert multi.risk <= 0.05 and multi.ucb <= 0.05 + 0.02
+    rows = {r["rule"]: r for r in R.resplit_check(u, correct, alphas=(0.05,), delta=0.1, repeats=200, seed=2)}
+    mc = rows["ltt-multistart"]["mc_error"]
+    assert rows["ltt-multistart"]["violation_population"] <= 0.1 + mc
+    assert rows["ltt-multistart"]["mean_coverage"] > 0.5
+
+
 def test_guarantee_on_vote_share_rows_and_conformal_coverage():
     u, correct, probs, y = _votes(1000)
     rows = R.resplit_check(u, correct, probs=probs, labels=y, alphas=(0.05,), delta=0.1, repeats=200, seed=0)

@@ -58,7 +58,7 @@ def run_rows(run: ResultsSet, alpha: float, delta: float, seed: int = 0,
     else:
         cr = rows.take(cal)
         thresholds = []
-        for rule in (R.LTT, R.NAIVE):
+        for rule in (R.LTT, R.LTT_MULTI, R.NAIVE):
             t = R.choose_threshold(rule, cr.uncertainty, cr.correct, alpha, delta)
             thresholds.append((rule, t.threshold, alpha, delta, t))
     # conformal sets and calibrators need calibration rows: with a referral only, a seeded group-aware split

@@ -19,6 +19,13 @@ fixed in advance, ``grid=``). Between two consecutive observed values every thre
 images and has the same p-value, so testing the observed values is the fixed-sequence test on any finer grid,
 reporting the smallest threshold of the last rejected block (accepting no more than that block's lower end).
 
+``ltt-multistart`` keeps LTT's guarantee with more power when the most confident block holds an error (a single
+chain then stops at once and refers everything): one fixed-sequence chain starts at each of ``STARTS`` (uncertainty
+0, 0.2, 0.4, 0.6, 0.8, fixed in advance) and tests upward at level delta / 5; a threshold is certified when any chain
+rejects it. Each chain's family-wise error is <= delta / 5, so by Bonferroni P(some certified threshold has risk >
+alpha) <= delta (the "fallback" idea of multiple testing, Wiens & Dmitrienko, J. Biopharm. Stat. 2005, in its
+simplest Bonferroni form). A chain's first test is its start value itself (it accepts every image at or below it).
+
 The *naive* rule (for comparison, no guarantee): the largest threshold whose calibration selective error is <= alpha.
 
 Also here: split-conformal prediction sets over the class probabilities (LAC, score 1 - p_true, Sadinle, Lei &
@@ -43,7 +50,10 @@ from meddiff.errors import ResultsError
 from meddiff.metrics import expected_calibration_error
 
 LTT = "ltt"
+LTT_MULTI = "ltt-multistart"
 NAIVE = "naive"
+# ltt-multistart: fixed-sequence chains start at these uncertainties (fixed before any data is seen), each at delta / 5
+STARTS = (0.0, 0.2, 0.4, 0.6, 0.8)
 PROB_EPS = 1e-4  # added to vote shares before the log: a share of 0 (no draw voted for the class) has a finite logit
 
 
@@ -110,23 +120,36 @@ def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
     return float(_beta.ppf(1.0 - delta, errors + 1, n - errors))
 
 
+def _chain(p: np.ndarray, tested: np.ndarray, level: float) -> np.ndarray:
+    """[R, K] candidates a fixed-sequence chain rejects: the tested ones (ascending) before its first p > level."""
+    k = np.arange(p.shape[1])
+    stop = (p > level) & tested
+    first = np.where(stop.any(axis=1), stop.argmax(axis=1), p.shape[1])
+    return tested & (k[None, :] < first[:, None])
+
+
 def _choose(cum_n: np.ndarray, cum_e: np.ndarray, present: np.ndarray, alpha: float, delta: float,
-            rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised choice over R calibration sets on a common grid of K candidates (ascending).
+            rule: str, cand: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised choice over R calibration sets on a common grid of K candidates (ascending values ``cand``).
 
     cum_n / cum_e [R, K]: calibration images accepted at each candidate and errors among them; present [R, K]: the
-    candidate is an observed calibration value (only those are reported). Returns (chosen index [R], -1 = refer all;
-    p-values [R, K])."""
+    candidate is an observed calibration value (only those are reported; ``ltt-multistart``'s start values are always
+    tested). Returns (chosen index [R], -1 = refer all; p-values [R, K])."""
     k = np.arange(cum_n.shape[1])
     p = binomial_p_values(cum_e, cum_n, alpha)
     if rule == LTT:
-        stop = (p > delta) & present
-        first = np.where(stop.any(axis=1), stop.argmax(axis=1), cum_n.shape[1])
-        ok = present & (k[None, :] < first[:, None])
+        ok = _chain(p, present, delta)
+    elif rule == LTT_MULTI:
+        if cand is None:
+            raise ResultsError("ltt-multistart needs the candidate values (they must contain STARTS)")
+        ok = np.zeros_like(present)
+        for start in STARTS:
+            tested = (present & (cand[None, :] > start)) | (cand[None, :] == start)
+            ok |= _chain(p, tested, delta / len(STARTS))
     elif rule == NAIVE:
         ok = present & (cum_e <= alpha * cum_n) & (cum_n > 0)
     else:
-        raise ResultsError(f"unknown referral rule {rule!r}; expected {LTT!r} or {NAIVE!r}")
+        raise ResultsError(f"unknown referral rule {rule!r}; expected {LTT!r}, {LTT_MULTI!r} or {NAIVE!r}")
     return np.where(ok, k[None, :], -1).max(axis=1), p
 
 
@@ -139,11 +162,13 @@ def _threshold(uncertainty, correct, alpha: float, delta: float, grid, rule: str
     else:
         cand = np.unique(np.asarray(grid, dtype=np.float64))
         present = np.ones(len(cand), dtype=bool)  # a fixed grid: every candidate is tested and may be certified
+    if rule == LTT_MULTI:  # the chains' start values are candidates too (tested, never "observed")
+        cand, present = _with_starts(cand, present)
     idx = np.searchsorted(cand, u, side="left")  # first candidate >= u: the image is accepted from there on
     inside = idx < len(cand)
     cum_n = np.cumsum(np.bincount(idx[inside], minlength=len(cand)))[None, :]
     cum_e = np.cumsum(np.bincount(idx[inside], weights=(~c[inside]).astype(float), minlength=len(cand)))[None, :]
-    chosen, p = _choose(cum_n, cum_e.round().astype(np.int64), present[None, :], alpha, delta, rule)
+    chosen, p = _choose(cum_n, cum_e.round().astype(np.int64), present[None, :], alpha, delta, rule, cand)
     j = int(chosen[0])
     n = len(u)
     if j < 0:
@@ -156,6 +181,14 @@ def _threshold(uncertainty, correct, alpha: float, delta: float, grid, rule: str
                      clopper_pearson_upper(e, na, delta), float(p[0, j]))
 
 
+def _with_starts(cand: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cand`` with ``STARTS`` merged in (ascending, unique) and the matching ``present`` (False for added starts)."""
+    merged = np.unique(np.concatenate([cand, np.asarray(STARTS, dtype=np.float64)]))
+    keep = np.zeros(len(merged), dtype=bool)
+    keep[np.searchsorted(merged, cand)] = present
+    return merged, keep
+
+
 def ltt_threshold(uncertainty, correct, alpha: float, delta: float, grid: Sequence[float] | None = None) -> Threshold:
     """The Learn-then-Test threshold: the largest lambda such that every candidate <= lambda rejects
     H0: P(wrong | uncertainty <= lambda) > alpha at level delta (fixed-sequence, most confident first).
@@ -165,6 +198,14 @@ def ltt_threshold(uncertainty, correct, alpha: float, delta: float, grid: Sequen
     threshold > alpha) <= delta over calibration sets drawn i.i.d. from the population the test images come from.
     """
     return _threshold(uncertainty, correct, alpha, delta, grid, LTT)
+
+
+def ltt_multistart_threshold(uncertainty, correct, alpha: float, delta: float,
+                             grid: Sequence[float] | None = None) -> Threshold:
+    """Learn then Test with fixed-sequence chains from each of ``STARTS`` at level delta / len(STARTS) (Bonferroni
+    across chains): the largest threshold any chain certifies. Same guarantee as ``ltt_threshold``; it does not
+    refer everything just because the most confident images include an error."""
+    return _threshold(uncertainty, correct, alpha, delta, grid, LTT_MULTI)
 
 
 def naive_threshold(uncertainty, correct, alpha: float, delta: float = 0.1,
@@ -417,7 +458,8 @@ def resplit_check(uncertainty, correct, groups=None, probs=None, labels=None, al
     if n < 4:
         raise ResultsError(f"the re-split check needs at least 4 scored rows; got {n}")
     groups = np.arange(n) if groups is None else np.asarray(groups)
-    cand, idx = np.unique(u, return_inverse=True)
+    cand, _ = _with_starts(np.unique(u), np.ones(len(np.unique(u)), dtype=bool))
+    idx = np.searchsorted(cand, u, side="left")
     k = len(cand)
     wrong = (~c).astype(float)
     cal = group_halves(groups, repeats, seed).astype(float)
@@ -438,13 +480,13 @@ def resplit_check(uncertainty, correct, groups=None, probs=None, labels=None, al
     r = np.arange(repeats)
     for alpha in alphas:
         _check_risk(alpha, delta)
-        for rule in (LTT, NAIVE):
-            j, _ = _choose(cal_n, cal_e, cal_present, alpha, delta, rule)
+        for rule in (LTT, LTT_MULTI, NAIVE):
+            j, _ = _choose(cal_n, cal_e, cal_present, alpha, delta, rule, cand)
             tn = np.where(j >= 0, test_n[r, np.maximum(j, 0)], 0)
             te = np.where(j >= 0, test_e[r, np.maximum(j, 0)], 0)
             n_test = test.sum(axis=1)
             risk = np.where(tn > 0, te / np.maximum(tn, 1), np.nan)
-            jb, _ = _choose(boot_n, boot_e, boot_present, alpha, delta, rule)
+            jb, _ = _choose(boot_n, boot_e, boot_present, alpha, delta, rule, cand)
             pn = np.where(jb >= 0, pop_n[0, np.maximum(jb, 0)], 0)
             pe = np.where(jb >= 0, pop_e[0, np.maximum(jb, 0)], 0)
             prisk = np.where(pn > 0, pe / np.maximum(pn, 1), 0.0)
