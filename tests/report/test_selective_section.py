@@ -31,7 +31,7 @@ def test_section_calibrates_on_val_and_measures_on_test(tmp_path):
     assert "val rows" in ltt["calibration"]
     assert 0.8 < ltt["conformal_coverage"] <= 1.0 and ltt["conformal_set_size"] > 0
     assert np.isfinite([ltt["ece_raw"], ltt["ece_temperature"], ltt["ece_isotonic"]]).all()
-    assert pd.read_parquet(out / "selective.parquet").shape[0] == 2 and (out / "risk_coverage.png").stat().st_size
+    assert pd.read_parquet(out / "selective.parquet").shape[0] == 3 and (out / "risk_coverage.png").stat().st_size
     assert "| ltt |" in section["markdown"] and "risk_coverage.png" in section["markdown"]
 
 
