@@ -128,5 +128,19 @@ def runs_or_stop() -> tuple[ResultsRoot, Path, list[ResultsSet]]:
     return root, scope, infos
 
 
+def pick_run(key: str) -> tuple[ResultsRoot, ResultsSet, pd.DataFrame]:
+    """(root, the run chosen in a "Run" select box, its rows) for a page about one run; the ``run`` query parameter
+    preselects it (so a link opens the same run). Stops the page when there is no run or its rows cannot be read."""
+    root, _, infos = runs_or_stop()
+    by_name = {i.name: i for i in infos}
+    names = list(by_name)
+    wanted = st.query_params.get("run")
+    info = by_name[st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0, key=key)]
+    df = load_run(info)
+    if df is None:
+        st.stop()
+    return root, info, df
+
+
 def fmt(value, digits: int = 3) -> str:
     return "–" if value is None or value != value else f"{value + 0.0:.{digits}f}"  # + 0.0: no "-0.000"

@@ -21,16 +21,8 @@ MAX_OPTIONS = 1000
 CLASS_COLOUR = alt.Color("class:N", scale=alt.Scale(scheme="tableau10"))  # distinct hues, same class = same colour
 
 st.title("Image explorer")
-root, scope, infos = ui.runs_or_stop()
-
-by_name = {i.name: i for i in infos}
-names = list(by_name)
-wanted_run = st.query_params.get("run")
-run_name = st.selectbox("Run", names, index=names.index(wanted_run) if wanted_run in names else 0, key="explorer_run")
-info = by_name[run_name]
-df = ui.load_run(info)
-if df is None:
-    st.stop()
+root, info, df = ui.pick_run("explorer_run")
+run_name = info.name
 ok = ok_rows(df)
 failed = len(df) - len(ok)
 if failed:

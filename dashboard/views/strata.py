@@ -37,15 +37,8 @@ def ci(row: pd.Series, key: str, percent: bool = True) -> str:
 
 
 st.title("Subgroups and shortcuts")
-root, scope, infos = ui.runs_or_stop()
-by_name = {i.name: i for i in infos}
-names = list(by_name)
-wanted = st.query_params.get("run")
-run_name = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0, key="strata_run")
-info = by_name[run_name]
-df = ui.load_run(info)
-if df is None:
-    st.stop()
+root, info, df = ui.pick_run("strata_run")
+run_name = info.name
 frame = scored(df)
 if frame.empty:
     st.warning("No scored images with a known label in this run.")

@@ -21,16 +21,21 @@ def _overrides(pairs: list[str] | None) -> dict:
     return dict(parse_override(p) for p in pairs or [])
 
 
+def _ray_overrides(args: argparse.Namespace, key: str, value) -> dict:
+    """The --set overrides, plus ``key`` = ``value`` (a worker or actor count) and ray.address when given."""
+    overrides = _overrides(args.set)
+    if value is not None:
+        overrides[key] = value
+    if args.address is not None:
+        overrides["ray.address"] = args.address
+    return overrides
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from meddiff.config import load_config
     from meddiff.train.ray_trainer import train
 
-    overrides = _overrides(args.set)
-    if args.workers is not None:
-        overrides["ray.num_workers"] = args.workers
-    if args.address is not None:
-        overrides["ray.address"] = args.address
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, _ray_overrides(args, "ray.num_workers", args.workers))
     bundle = train(cfg)  # the diffusion or baseline loop (cfg.method), in this process or with Ray Train
     print(f"checkpoint: {bundle}")
     return 0
@@ -221,12 +226,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from meddiff.cv.run import check_cv, run_cv
     from meddiff.raycluster import ray_session
 
-    overrides = _overrides(args.set)
-    if args.actors is not None:
-        overrides["ray.actors"] = args.actors
-    if args.address is not None:
-        overrides["ray.address"] = args.address
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, _ray_overrides(args, "ray.actors", args.actors))
     check_cv(cfg, args.folds)  # before Ray starts
     out = args.out or str(Path(cfg.output_dir) / f"{cfg.name}-cv{args.folds}")
     with ray_session(cfg.ray.address):

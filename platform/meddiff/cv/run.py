@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from meddiff.bundle import list_bundles, read_bundle, resumable_bundle, step_of
-from meddiff.config import ExperimentConfig, RayConfig, ScoreConfig, to_dict
+from meddiff.config import ExperimentConfig, RayConfig, to_dict
 from meddiff.cv.pool import pool_folds
 from meddiff.cv.summary import format_table, mean_sd, pooled_intervals, run_figures
 from meddiff.errors import CheckpointError, ConfigError

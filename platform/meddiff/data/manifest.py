@@ -237,12 +237,8 @@ def group_folds(labels: Sequence[int] | np.ndarray, groups: Sequence[str] | np.n
     return folds
 
 
-def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.DataFrame:
-    """Undersample every class to the size of the smallest one (seeded); rows keep their order.
-
-    frame: a manifest frame (needs ``label``). With ``n_classes``, a class with no rows at all is an error (balancing
-    would otherwise empty the whole set).
-    """
+def _balance_inputs(frame: pd.DataFrame, seed: int, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, the classes present) of a frame to balance; DataError when a class of ``n_classes`` has no rows."""
     _check_seed(seed, "balance seed")
     labels = frame["label"].to_numpy()
     present = np.unique(labels)
@@ -250,6 +246,16 @@ def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.
         absent = sorted(set(range(n_classes)) - {int(c) for c in present})
         if absent:
             raise DataError(f"cannot balance: class index(es) {absent} have no rows, so every class would be emptied")
+    return labels, present
+
+
+def balance(frame: pd.DataFrame, seed: int, n_classes: int | None = None) -> pd.DataFrame:
+    """Undersample every class to the size of the smallest one (seeded); rows keep their order.
+
+    frame: a manifest frame (needs ``label``). With ``n_classes``, a class with no rows at all is an error (balancing
+    would otherwise empty the whole set).
+    """
+    labels, present = _balance_inputs(frame, seed, n_classes)
     if len(present) == 0:
         return frame.reset_index(drop=True)
     smallest = min(int((labels == c).sum()) for c in present)
@@ -271,13 +277,7 @@ def balance_groups(frame: pd.DataFrame, seed: int, n_classes: int | None = None)
     indivisible groups allow (never above the smallest class's count); when most groups are mixed, the smallest
     class can stay short of the others (``meddiff data`` prints the counts).
     """
-    _check_seed(seed, "balance seed")
-    labels = frame["label"].to_numpy()
-    present = np.unique(labels)
-    if n_classes is not None:
-        absent = sorted(set(range(n_classes)) - {int(c) for c in present})
-        if absent:
-            raise DataError(f"cannot balance: class index(es) {absent} have no rows, so every class would be emptied")
+    labels, present = _balance_inputs(frame, seed, n_classes)
     if len(present) == 0:
         return frame.reset_index(drop=True)
     classes, label_codes = np.unique(labels, return_inverse=True)

@@ -117,9 +117,10 @@ def selective_section(runs: Sequence[ResultsSet], out_dir: str | Path, alpha: fl
     table.to_json(out / "selective.json", orient="records", indent=2)
     figures = {"risk_coverage": risk_coverage_plot(curves, table, out / "risk_coverage.png")}
     md = [f"## {TITLE}", "",
-          f"An image is accepted when its uncertainty is at or below the threshold, else referred. `ltt` (Learn then "
-          f"Test, Angelopoulos et al.) certifies that the error rate among accepted images is <= alpha with "
-          f"probability >= 1 - delta over the calibration rows; `naive` takes the largest threshold whose calibration "
+          "An image is accepted when its uncertainty is at or below the threshold, else referred. `ltt` (Learn then "
+          f"Test, Angelopoulos et al.) and `ltt-multistart` (five fixed-sequence chains at delta / 5) certify that "
+          f"the error rate among accepted images is <= alpha with probability >= 1 - delta over the calibration "
+          f"rows; `naive` takes the largest threshold whose calibration "
           f"error is <= alpha (no guarantee). Coverage and risk are measured on the test rows (never the calibration "
           f"rows); threshold – = refer every image. Conformal: LAC prediction sets at level 1 - alpha. ECE of the top "
           f"probability on the test rows, raw and after temperature scaling / isotonic regression fitted on the "
