@@ -118,13 +118,13 @@ def selective_section(runs: Sequence[ResultsSet], out_dir: str | Path, alpha: fl
     figures = {"risk_coverage": risk_coverage_plot(curves, table, out / "risk_coverage.png")}
     md = [f"## {TITLE}", "",
           "An image is accepted when its uncertainty is at or below the threshold, else referred. `ltt` (Learn then "
-          f"Test, Angelopoulos et al.) and `ltt-multistart` (five fixed-sequence chains at delta / 5) certify that "
-          f"the error rate among accepted images is <= alpha with probability >= 1 - delta over the calibration "
-          f"rows; `naive` takes the largest threshold whose calibration "
-          f"error is <= alpha (no guarantee). Coverage and risk are measured on the test rows (never the calibration "
-          f"rows); threshold – = refer every image. Conformal: LAC prediction sets at level 1 - alpha. ECE of the top "
-          f"probability on the test rows, raw and after temperature scaling / isotonic regression fitted on the "
-          f"calibration rows. All rates in %.", ""]
+          "Test, Angelopoulos et al.) and `ltt-multistart` (five fixed-sequence chains at delta / 5) certify that "
+          "the error rate among accepted images is <= alpha with probability >= 1 - delta over the calibration "
+          "rows; `naive` takes the largest threshold whose calibration "
+          "error is <= alpha (no guarantee). Coverage and risk are measured on the test rows (never the calibration "
+          "rows); threshold – = refer every image. Conformal: LAC prediction sets at level 1 - alpha. ECE of the top "
+          "probability on the test rows, raw and after temperature scaling / isotonic regression fitted on the "
+          "calibration rows. All rates in %.", ""]
     lines = ["| run | calibration | rule | alpha | delta | threshold | cal. coverage | test coverage | test risk "
              "| accepted (errors) / test |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
