@@ -87,7 +87,7 @@ def _metadata(table: pd.DataFrame, index: int, where: str) -> dict[str, str]:
 
 def _read_csv(root: Path, csv: Path) -> pd.DataFrame:
     """The kept rows of one CSV: columns id, label, path, ref (the CSV line, for error messages)."""
-    table = read_table(csv)
+    table = read_table(csv, allow_no_rows=True)
     require_columns(table, COLUMNS, csv)
     _check_values(table, "Frontal/Lateral", ("Frontal", "Lateral"), csv)
     no_finding = _finding(table, "No Finding", csv)

@@ -2,11 +2,25 @@
 
 Cells are read as text (a blank cell is "") so that nothing is converted behind the user's back: a label "1" and a
 configured value 1 are compared as the text "1", and "1.0" stays different from "1".
-A table's index is the 0-based data row; the row's line in the file is index + 2 (line 1 is the header).
+A table's index is the 0-based data row. Errors name a row by its true line in the file (``row_ref``): blank lines
+are skipped and quoted cells may span lines, so ``read_table`` records each data row's first line (``LINE_ATTR``
+in ``table.attrs`` and a per-file record that ``row_ref`` reads; without blank lines the line is index + 2).
+
+Dialect: UTF-8 with or without BOM, delimiter ``,``, ``;``, tab or ``|`` (the one that splits the header line into
+the most columns, unless given), CRLF or LF line ends, quoted cells with delimiters or line breaks, blank lines
+skipped, an empty unnamed last column (trailing delimiter) dropped. Refused with a DataError naming the line: bytes that
+are not UTF-8, duplicate column names, a row with more cells than the header, a header-only or empty file.
+
+Paths taken from a CSV go through ``checked_paths``: resolved (symlinks followed), kept under the source's data root
+unless ``allow_outside_root`` is set, required to exist, and one file may not appear under two ids.
 """
 
 from __future__ import annotations
 
+import csv as csvlib
+import io
+import logging
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -14,24 +28,97 @@ import pandas as pd
 
 from meddiff.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 # Age bands of the metadata (years): CheXpert's Age, ISIC's age_approx.
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 1000, "80+"))
+DELIMITERS = (",", ";", "\t", "|")
+LINE_ATTR = "csv_lines"
+# path (as given to read_table) -> file line of every data row, for the files whose lines are not simply index + 2.
+_LINES: dict[str, tuple[int, ...]] = {}
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """All cells of a CSV as str, blank cells as "", index = 0-based data row."""
+def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = False) -> pd.DataFrame:
+    """All cells of a CSV as str, blank cells as "", index = 0-based data row (see the module docstring).
+
+    delimiter: None sniffs it from the header line. allow_no_rows: a header-only file gives an empty table instead of
+    a DataError (for a source that pools several CSVs, one of which may be empty)."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: CSV file does not exist")
+    text = _decode(path)
+    lines = text.splitlines()
+    header_line = next((line for line in lines if line.strip()), None)
+    if header_line is None:
+        raise DataError(f"{path}: empty CSV file; expected a header line and at least one data row")
+    if delimiter is None:
+        delimiter = max(DELIMITERS, key=lambda d: (len(next(csvlib.reader([header_line], delimiter=d))), d == ","))
+    reader = csvlib.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    previous = 0
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
-    return table.reset_index(drop=True)
+        for cells in reader:
+            first_line, previous = previous + 1, reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue  # a blank line (or one of delimiters only)
+            records.append((first_line, cells))
+    except csvlib.Error as exc:
+        raise DataError(f"{path} line {previous + 1}: not a readable CSV row ({exc})") from None
+    (header_at, header), rows = records[0], records[1:]
+    trailing = len(header) > 1 and not header[-1].strip()
+    if trailing:
+        header = header[:-1]
+    _check_header(header, path, header_at)
+    if not rows and not allow_no_rows:
+        raise DataError(f"{path}: no rows; the file has only the header line {header_at} ({header})")
+    width = len(header)
+    data = []
+    for line, cells in rows:
+        if trailing and len(cells) == width + 1 and not cells[-1].strip():
+            cells = cells[:-1]
+        if len(cells) > width:
+            raise DataError(f"{path} line {line}: {len(cells)} cells but the header has {width} columns {header}; "
+                            f"check the delimiter {delimiter!r} and quoting")
+        data.append(cells + [""] * (width - len(cells)))
+    table = pd.DataFrame(data, columns=header, dtype=str)
+    line_numbers = tuple(line for line, _ in rows)
+    table.attrs[LINE_ATTR] = line_numbers
+    if line_numbers != tuple(range(2, len(rows) + 2)):
+        _LINES[str(path)] = line_numbers
+    else:
+        _LINES.pop(str(path), None)
+    return table
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    raw = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line}: bytes {raw[exc.start:exc.end]!r} are not UTF-8; re-save the file as UTF-8 "
+            "(e.g. in Excel: 'CSV UTF-8')"
+        ) from None
+
+
+def _check_header(header: list[str], path: Path, line: int) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(header):
+        if not name:
+            raise DataError(f"{path} line {line}: column {i + 1} of the header has no name; every column needs one")
+        if name in seen:
+            raise DataError(f"{path} line {line}: duplicate column name {name!r} in the header {header}; "
+                            "column names must be unique")
+        seen.add(name)
 
 
 def row_ref(path: Path, index: int) -> str:
-    """Human reference of a data row: 'file line N (data row M)', both 1-based, header = line 1."""
-    return f"{path} line {int(index) + 2} (data row {int(index) + 1})"
+    """Human reference of a data row: 'file line N (data row M)', both 1-based; N is the row's true line in the file."""
+    lines = _LINES.get(str(path))
+    line = lines[int(index)] if lines is not None and int(index) < len(lines) else int(index) + 2
+    return f"{path} line {line} (data row {int(index) + 1})"
 
 
 def require_columns(table: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
