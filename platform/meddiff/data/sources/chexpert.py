@@ -28,7 +28,7 @@ import pandas as pd
 from meddiff.errors import DataError
 from meddiff.data.manifest import Manifest, manifest_frame
 from meddiff.data.sources.tables import (
-    age_band, check_files_exist, check_unique, read_table, require_columns, row_ref,
+    age_band, check_unique, checked_paths, read_table, require_columns, row_ref,
 )
 
 CSV_NAMES = ("train.csv", "valid.csv")
@@ -41,9 +41,11 @@ _PATIENT = re.compile(r"^patient\d+$")
 
 @dataclass(frozen=True)
 class CheXpertParams:
-    """root: the CheXpert folder holding train.csv and valid.csv (e.g. .../CheXpert-v1.0-small)."""
+    """root: the CheXpert folder holding train.csv and valid.csv (e.g. .../CheXpert-v1.0-small).
+    allow_outside_root: allow image paths that resolve outside root (see tables.checked_paths)."""
 
     root: str
+    allow_outside_root: bool = False
 
 
 def build(params: CheXpertParams, data_cfg: object = None) -> Manifest:
@@ -60,7 +62,7 @@ def build(params: CheXpertParams, data_cfg: object = None) -> Manifest:
         groups += part["group"].tolist()
         metadata += part["metadata"].tolist()
     check_unique(ids, refs, "id (Path without extension)")
-    check_files_exist(paths, refs)
+    paths = checked_paths(paths, refs, ids, root, params.allow_outside_root, str(root))
     frame = manifest_frame(ids=ids, labels=labels, source="chexpert", paths=paths, groups=groups, metadata=metadata)
     return Manifest(frame, CLASS_NAMES, f"chexpert/{root.name}", grouping=GROUPING)
 

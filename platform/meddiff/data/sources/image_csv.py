@@ -7,7 +7,8 @@ Steps, in order (each dropped row is dropped on purpose, by a setting):
     4. map raw labels to class indices by ``label_names``; any other value is an error naming the CSV line;
     5. ``dedupe_column``: keep the first row of each group with identical content (e.g. the same md5), because the same
        image in two splits would leak test data into training;
-    6. check ids are unique and every image file exists.
+    6. check ids are unique, every path stays under the image root (``tables.checked_paths``), every image file
+       exists and no file appears under two ids.
 Splits come from ``split_column`` if given; otherwise build_manifest makes a seeded stratified split (a stratified
 group split when ``group_column`` names the patient / lesion column: a group never spans two splits).
 ``metadata_columns`` are kept per row (blank cells left out) for subgroup analysis.
@@ -25,7 +26,7 @@ import pandas as pd
 from meddiff.errors import ConfigError, DataError
 from meddiff.data.manifest import NO_GROUPS, SPLITS, Manifest, manifest_frame
 from meddiff.data.sources.tables import (
-    check_files_exist, check_unique, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
+    check_unique, checked_paths, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ImageCsvParams:
     dedupe_column: column whose equal values mean identical content (e.g. md5); the first row of each group is kept.
     group_column: column holding the patient / lesion id (blank cells are errors); default: no groups.
     metadata_columns: columns kept as row metadata (sex, age, view, site, ...).
+    allow_outside_root: allow paths that resolve outside image_root (``..``, absolute, symlinks; see tables.py).
     All values are compared as text ("0" matches 0).
     """
 
@@ -58,6 +60,7 @@ class ImageCsvParams:
     dedupe_column: str | None = None
     group_column: str | None = None
     metadata_columns: tuple[str, ...] = ()
+    allow_outside_root: bool = False
 
 
 def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
@@ -79,7 +82,7 @@ def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
     ids = _ids(table, params, csv)
     check_unique(ids, refs, "id")
     paths = [str(root / p) for p in table[params.path_column]]
-    check_files_exist(paths, refs)
+    paths = checked_paths(paths, refs, ids, root, params.allow_outside_root, str(csv))
     splits = _splits(table, params, csv) if params.split_column else None
     groups = group_ids(table, params.group_column, csv) if params.group_column else None
     metadata = metadata_rows(table, params.metadata_columns, csv)

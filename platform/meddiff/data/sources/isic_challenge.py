@@ -17,7 +17,7 @@ from pathlib import Path
 from meddiff.errors import DataError
 from meddiff.data.manifest import NO_GROUPS, Manifest, manifest_frame
 from meddiff.data.sources.tables import (
-    age_band, check_files_exist, check_unique, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
+    age_band, check_unique, checked_paths, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
 )
 
 CLASS_NAMES = ("benign", "melanoma")
@@ -27,12 +27,14 @@ CLASS_NAMES = ("benign", "melanoma")
 class IsicChallengeParams:
     """csv: ground truth (e.g. ISIC_2020_Training_GroundTruth.csv). image_dir: folder of {image_name}.jpg.
     group_column: patient / lesion id column (default: patient_id when present, else no groups).
-    metadata_columns: columns kept as metadata text (default: sex, age band, site when present)."""
+    metadata_columns: columns kept as metadata text (default: sex, age band, site when present).
+    allow_outside_root: allow image paths that resolve outside image_dir (see tables.checked_paths)."""
 
     csv: str
     image_dir: str
     group_column: str | None = None
     metadata_columns: tuple[str, ...] | None = None
+    allow_outside_root: bool = False
 
 
 def build(params: IsicChallengeParams, data_cfg: object = None) -> Manifest:
@@ -48,7 +50,7 @@ def build(params: IsicChallengeParams, data_cfg: object = None) -> Manifest:
     ids = table["image_name"].str.strip().tolist()
     check_unique(ids, refs, "image_name")
     paths = [str(image_dir / f"{name}.jpg") for name in ids]
-    check_files_exist(paths, refs)
+    paths = checked_paths(paths, refs, ids, image_dir, params.allow_outside_root, str(csv))
     group_column = params.group_column or ("patient_id" if "patient_id" in table.columns else None)
     groups = group_ids(table, group_column, csv) if group_column else None
     frame = manifest_frame(ids=ids, labels=labels, source="isic_challenge", paths=paths, groups=groups,

@@ -143,6 +143,63 @@ def check_files_exist(paths: Sequence[str], refs: Sequence[str]) -> None:
             raise DataError(f"{ref}: image file {path} does not exist; fix the path or the image root, or drop the row")
 
 
+def checked_paths(paths: Sequence[str], refs: Sequence[str], ids: Sequence[str], root: Path, allow_outside: bool,
+                  where: str) -> list[str]:
+    """The resolved image paths of a source's rows, after every check on files named by a CSV.
+
+    paths: each row's path as built from the CSV (root joined with the cell); refs: each row's ``row_ref``; ids: each
+    row's id; root: the source's data root; allow_outside: the source's ``allow_outside_root``; where: the CSV (for the
+    log line). Returns ``resolve_under_root`` of the paths, after ``check_files_exist`` and ``check_distinct_files``.
+    """
+    resolved = resolve_under_root(paths, refs, root, allow_outside, where)
+    check_files_exist(resolved, refs)
+    check_distinct_files(resolved, refs, ids)
+    return resolved
+
+
+def resolve_under_root(paths: Sequence[str], refs: Sequence[str], root: Path, allow_outside: bool,
+                       where: str = "") -> list[str]:
+    """Every path resolved (``Path.resolve``: ``..`` removed, symlinks followed); one that leaves ``root`` is a
+    DataError naming its row, the path and the root, unless ``allow_outside`` (then logged once, with the count).
+
+    Why: a CSV row such as ``../../etc/passwd``, ``/abs/elsewhere.png`` or a symlink pointing out of the data folder
+    would read files the data root does not hold (and that a shared-data permission model does not expect).
+    """
+    root = Path(root).expanduser().resolve()
+    out, outside = [], 0
+    for path, ref in zip(paths, refs):
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_relative_to(root):
+            if not allow_outside:
+                raise DataError(
+                    f"{ref}: path {path} resolves to {resolved}, outside the data root {root} (via '..', an absolute "
+                    "path or a symlink); move the file under the root, or set allow_outside_root: true in "
+                    "data.params to allow it explicitly"
+                )
+            outside += 1
+        out.append(str(resolved))
+    if outside:
+        logger.warning("%s: %d path(s) resolve outside the data root %s; allowed by allow_outside_root: true",
+                       where or root, outside, root)
+    return out
+
+
+def check_distinct_files(paths: Sequence[str], refs: Sequence[str], ids: Sequence[str]) -> None:
+    """DataError when one file (same ``os.stat`` device and inode: the same path spelled twice, a symlink and its
+    target, or a hard link) appears under two ids: it could land in two splits and leak test images into training."""
+    seen: dict[tuple[int, int], tuple[str, str, str]] = {}
+    for path, ref, id_ in zip(paths, refs, ids):
+        stat = os.stat(path)
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            first_id, first_ref, first_path = seen[key]
+            raise DataError(
+                f"the same file appears under two ids: id {first_id!r} at {first_ref} ({first_path}) and id {id_!r} at "
+                f"{ref} ({path}); it could land in two splits: keep one row"
+            )
+        seen[key] = (str(id_), ref, path)
+
+
 def require_nonblank(table: pd.DataFrame, column: str, path: Path) -> None:
     blank = table.index[table[column].str.strip() == ""]
     if len(blank):
