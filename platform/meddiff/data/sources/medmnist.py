@@ -19,6 +19,8 @@ KNOWN_CLASS_NAMES = {
     "pneumoniamnist": ("normal", "pneumonia"),
     "breastmnist": ("malignant", "normal_benign"),
 }
+# Without class_names the classes are 0..max label: a larger label is taken for a corrupt file, not a class count.
+MAX_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ def _default_class_names(path: Path, labels: dict[str, np.ndarray]) -> tuple[str
         if stem.startswith(prefix):
             return names
     top = max((int(v.max()) for v in labels.values() if len(v)), default=0)
+    if top >= MAX_CLASSES:
+        split = next(s for s, v in labels.items() if len(v) and int(v.max()) == top)
+        raise DataError(
+            f"{path}: key '{split}_labels' holds label {top}; without class_names the classes are 0..max label and "
+            f"more than {MAX_CLASSES} classes means a corrupt file (set data.params.class_names if it is real)"
+        )
     return tuple(f"class_{i}" for i in range(top + 1))
 
 
