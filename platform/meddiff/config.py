@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import datetime
 import json
+import math
 import os
 import types
 import typing
@@ -24,6 +26,13 @@ import yaml
 
 from meddiff.errors import ConfigError
 from meddiff.rules import STOPPING_RULES, scoring_rules
+
+SEED_MAX = 2**32 - 1  # seeds feed numpy / torch generators; larger ones are not portable
+
+
+def _check_seed(value: int, key: str) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX, key,
+           f"an integer seed in 0..{SEED_MAX}", value)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class DataConfig:
                self.cv_fold)
         _check(self.leakage_check in ("full", "exact", "groups", "off"), "data.leakage_check",
                "one of full, exact, groups, off", self.leakage_check)
+        _check_seed(self.split_seed, "data.split_seed")
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.steps > 0, "train.steps", "a positive integer", self.steps)
         _check(self.batch_size > 0, "train.batch_size", "a positive integer", self.batch_size)
+        _check(_finite(self.lr) and self.lr > 0, "train.lr", "a finite learning rate > 0", self.lr)
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay", "a finite value >= 0",
+               self.weight_decay)
+        _check(_finite(self.grad_clip) and self.grad_clip >= 0, "train.grad_clip", "a finite norm >= 0 (0 = off)",
+               self.grad_clip)
+        _check(_finite(self.ema_beta) and 0.0 <= self.ema_beta < 1.0, "train.ema_beta", "a decay in [0, 1)",
+               self.ema_beta)
+        _check(_finite(self.preload_max_gb) and self.preload_max_gb >= 0, "train.preload_max_gb",
+               "a finite size >= 0", self.preload_max_gb)
+        _check_seed(self.seed, "train.seed")
         _check(self.precision in ("auto", "fp32", "bf16"), "train.precision", "'auto', 'fp32' or 'bf16'", self.precision)
 
 
@@ -209,6 +229,7 @@ class ScoreConfig:
         _check(self.error_target in ("eps", "x", "v"), "score.error_target", "'eps', 'x' or 'v'", self.error_target)
         _check(self.rule in scoring_rules(), "score.rule", f"one of {scoring_rules()}", self.rule)
         _check(self.split in ("train", "val", "test", "all"), "score.split", "train, val, test or all", self.split)
+        _check_seed(self.seed, "score.seed")
 
 
 @dataclass(frozen=True)
@@ -278,6 +299,7 @@ class ExplainConfig:
         _check(self.guidance >= 0.0, "explain.guidance", "a non-negative guidance scale", self.guidance)
         _check(self.batch_size > 0, "explain.batch_size", "a positive integer", self.batch_size)
         _check(self.shard_size > 0, "explain.shard_size", "a positive integer", self.shard_size)
+        _check_seed(self.seed, "explain.seed")
 
 
 @dataclass(frozen=True)
@@ -311,6 +333,10 @@ class ExperimentConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
@@ -362,6 +388,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: {value!r} does not match {tp}")
     if tp is Any:
         return value
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        raise ConfigError(f"{key}: YAML read {value!r} as a date; expected {getattr(tp, '__name__', tp)}: quote it "
+                          f"('{value}') if you mean text")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -385,6 +414,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r} (NaN and infinity are refused)")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -439,14 +470,44 @@ def _expand(value: Any) -> Any:
     return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                break
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise ConfigError(f"{key_node.start_mark.name}: duplicate key {key!r} at line {first} and line {line}; "
+                                  "a key may appear once per section (YAML would silently keep the last)")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str = "<yaml>") -> Any:
+    """YAML text as plain Python (safe types only); a repeated key is a ConfigError naming it and both lines;
+    invalid YAML a ConfigError naming ``where``. The one YAML reader of configs and overrides."""
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = where
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Read an ExperimentConfig from YAML (or JSON) or a preset name, applying dotted ``overrides`` such as
     {"train.steps": 10}. ``${MEDDIFF_DATA}`` in strings becomes ``data_root()``."""
     path = resolve_config_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = load_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data, model, diffusion, train, score)")
     raw = _expand(apply_overrides(raw, overrides or {}))
@@ -475,7 +536,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value, e.g. train.steps=200")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), load_yaml(value, f"override {text!r}")
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
