@@ -510,11 +510,30 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     raw = load_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data, model, diffusion, train, score)")
-    raw = _expand(apply_overrides(raw, overrides or {}))
+    try:
+        _reject_dates(raw, "")
+        raw = _expand(apply_overrides(raw, overrides or {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
         return from_dict(ExperimentConfig, raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _reject_dates(value: Any, key: str) -> None:
+    """ConfigError naming the first value YAML read as a date (``2024-01-31`` unquoted): no setting takes a date, and
+    a date would silently become other text or break saving the config as JSON."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        raise ConfigError(f"{key or 'value'}: YAML read {value!r} as a date; no setting takes a date: quote it "
+                          f"('{value}') if you mean text")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_dates(k, f"{key}.{k}" if key else str(k))
+            _reject_dates(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _reject_dates(v, f"{key}[{i}]")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -536,7 +555,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value, e.g. train.steps=200")
     key, value = text.split("=", 1)
-    return key.strip(), load_yaml(value, f"override {text!r}")
+    parsed = load_yaml(value, f"override {text!r}")
+    _reject_dates(parsed, key.strip())
+    return key.strip(), parsed
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
