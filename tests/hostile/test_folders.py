@@ -280,6 +280,8 @@ BAD_CSVS = {
     "header-only": ("path,y\n", r"no rows; the file has only the header line 1"),
     "empty-file": ("\n\n", r"empty CSV file"),
     "too-many-cells": ("path,y\na.png,0\nb.png,1,extra\n", r"line 3: 3 cells but the header has 2 columns"),
+    "unterminated-quote": ('path,y\na.png,0\n"b.png,1\n', r"line 3: not a readable CSV row"),
+    "nul-byte": ("path,y\na.png,0\nb\0.png,1\n", r"line 3: NUL byte; a CSV is text"),
     "unnamed-middle-column": ("path,,y\na.png,x,0\n", r"line 1: column 2 of the header has no name"),
 }
 
@@ -344,3 +346,10 @@ def test_label_value_mapped_twice(tmp_path):
     # 0 and '0' are two YAML keys but one raw value (values compare as text)
     with pytest.raises(ConfigError, match=r"label_names: raw value '0' is listed twice"):
         _image_csv(csv, label_names={0: "neg", "0": "zero", 1: "pos"})
+
+
+def test_symlink_loop_names_the_row(tmp_path):
+    csv = _folder(tmp_path, "path,y\n" + GOOD_ROWS + "loop.png,1\n")
+    os.symlink(tmp_path / "data" / "imgs" / "loop.png", tmp_path / "data" / "imgs" / "loop.png")
+    with pytest.raises(DataError, match=rf"{csv} line 6 \(data row 5\): path .*loop.png"):
+        _image_csv(csv)

@@ -3,8 +3,9 @@
 Cells are read as text (a blank cell is "") so that nothing is converted behind the user's back: a label "1" and a
 configured value 1 are compared as the text "1", and "1.0" stays different from "1".
 A table's index is the 0-based data row. Errors name a row by its true line in the file (``row_ref``): blank lines
-are skipped and quoted cells may span lines, so ``read_table`` records each data row's first line (``LINE_ATTR``
-in ``table.attrs`` and a per-file record that ``row_ref`` reads; without blank lines the line is index + 2).
+are skipped and quoted cells may span lines, so ``read_table`` records each data row's first line per file (read by
+``row_ref``; without blank lines or multi-line cells the line is simply index + 2). Not in ``table.attrs``: pandas
+deep-copies attrs on every operation, which would cost a copy of 200k line numbers per column access on CheXpert.
 
 Dialect: UTF-8 with or without BOM, delimiter ``,``, ``;``, tab or ``|`` (the one that splits the header line into
 the most columns, unless given), CRLF or LF line ends, quoted cells with delimiters or line breaks, blank lines
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 # Age bands of the metadata (years): CheXpert's Age, ISIC's age_approx.
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 1000, "80+"))
 DELIMITERS = (",", ";", "\t", "|")
-LINE_ATTR = "csv_lines"
 # path (as given to read_table) -> file line of every data row, for the files whose lines are not simply index + 2.
 _LINES: dict[str, tuple[int, ...]] = {}
 
@@ -47,6 +47,10 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
     if not path.is_file():
         raise DataError(f"{path}: CSV file does not exist")
     text = _decode(path)
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise DataError(f"{path} line {line}: NUL byte; a CSV is text (is this file binary or UTF-16?), re-save it as "
+                        "UTF-8 text")
     lines = text.splitlines()
     header_line = next((line for line in lines if line.strip()), None)
     if header_line is None:
@@ -82,7 +86,6 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
         data.append(cells + [""] * (width - len(cells)))
     table = pd.DataFrame(data, columns=header, dtype=str)
     line_numbers = tuple(line for line, _ in rows)
-    table.attrs[LINE_ATTR] = line_numbers
     if line_numbers != tuple(range(2, len(rows) + 2)):
         _LINES[str(path)] = line_numbers
     else:
@@ -168,7 +171,10 @@ def resolve_under_root(paths: Sequence[str], refs: Sequence[str], root: Path, al
     root = Path(root).expanduser().resolve()
     out, outside = [], 0
     for path, ref in zip(paths, refs):
-        resolved = Path(path).expanduser().resolve()
+        try:
+            resolved = Path(path).expanduser().resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # NUL in the path, a symlink loop, ...
+            raise DataError(f"{ref}: path {path!r} cannot be resolved ({type(exc).__name__}: {exc})") from None
         if not resolved.is_relative_to(root):
             if not allow_outside:
                 raise DataError(
