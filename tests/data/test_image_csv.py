@@ -149,3 +149,16 @@ def test_class_order_survives_config_json_round_trip(tmp_path, write_image):
     save_config(cfg, tmp_path / "config.json")
     again = config_from_json(json.loads((tmp_path / "config.json").read_text()))
     assert build_manifest(again.data).fingerprint() == build_manifest(cfg.data).fingerprint()
+
+
+def test_symlinked_image_root_and_semicolon_csv_build(tmp_path, write_image):
+    # the image root itself may be a symlink (a mounted data folder): paths are checked against its resolved target
+    for i, name in enumerate(("a.png", "b.png", "c.png", "d.png")):
+        write_image(tmp_path / "store" / name, seed=i)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "imgs").symlink_to(tmp_path / "store", target_is_directory=True)
+    csv = tmp_path / "data" / "labels.csv"
+    csv.write_bytes("\ufeffpath;y\r\na.png;0\r\n\r\nb.png;1\r\nc.png;0\r\nd.png;1\r\n".encode())
+    m = _build(csv)
+    assert m.class_counts() == {"neg": 2, "pos": 2}
+    assert set(m.frame["path"]) == {str((tmp_path / "store" / n).resolve()) for n in ("a.png", "b.png", "c.png", "d.png")}
