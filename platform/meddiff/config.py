@@ -412,6 +412,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _looks_numeric(value):
+            raise ConfigError(f"{key}: expected a number, got the text {value!r}: YAML 1.1 reads exponents without a "
+                              f"dot as text; write {_with_dot(value)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if not math.isfinite(value):
@@ -422,6 +425,22 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_dot(text: str) -> str:
+    """'1e-4' -> '1.0e-4' (what YAML 1.1 reads as a float)."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    if exponent and "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}" if exponent else mantissa
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -315,6 +315,9 @@ BAD_CONFIGS = {
                       r"duplicate key 'steps' at line 2 and line 4"),
     "duplicate-section": ("train:\n  steps: 10\nscore:\n  n_draws: 5\ntrain:\n  steps: 20\n",
                           r"duplicate key 'train' at line 1 and line 5"),
+    "exponent-without-dot": ("train:\n  lr: 1e-4\n", r"train.lr: expected a number, got the text '1e-4': .*write 1.0e-4"),
+    "label-value-twice-in-yaml": ("data:\n  source: image_csv\n  params:\n    label_names:\n      0: neg\n      0: pos\n",
+                                  r"duplicate key 0 at line 5 and line 6"),
     "unknown-key": ("train:\n  learning_rate: 0.1\n", r"train: unknown key\(s\) \['learning_rate'\]"),
 }
 
