@@ -63,7 +63,7 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
     try:
         for cells in reader:
             first_line, previous = previous + 1, reader.line_num
-            if not cells or all(not c.strip() for c in cells):
+            if not cells or not "".join(cells).strip():
                 continue  # a blank line (or one of delimiters only)
             records.append((first_line, cells))
     except csvlib.Error as exc:
@@ -83,7 +83,7 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
         if len(cells) > width:
             raise DataError(f"{path} line {line}: {len(cells)} cells but the header has {width} columns {header}; "
                             f"check the delimiter {delimiter!r} and quoting")
-        data.append(cells + [""] * (width - len(cells)))
+        data.append(cells if len(cells) == width else cells + [""] * (width - len(cells)))
     table = pd.DataFrame(data, columns=header, dtype=str)
     line_numbers = tuple(line for line, _ in rows)
     if line_numbers != tuple(range(2, len(rows) + 2)):
