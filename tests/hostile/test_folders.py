@@ -231,6 +231,25 @@ def test_npz_label_out_of_range_of_class_names(tmp_path):
         _medmnist(path, class_names=["a", "b"])
 
 
+def test_npz_duplicate_member_and_encrypted_member(tmp_path):
+    path = _npz(tmp_path / "dup.npz")
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("train_labels.npy", _npy(np.array([1, 1, 1, 1], np.uint8)))
+    with pytest.raises(DataError, match=r"two archive members are named 'train_labels.npy'"):
+        _medmnist(path)
+    path = tmp_path / "encrypted.npz"
+    _npz(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("extra.npy", _npy(np.zeros(3, np.uint8)))
+        offset = archive.getinfo("extra.npy").header_offset
+    data = bytearray(path.read_bytes())  # set the "encrypted" flag bit in the local and the central header
+    data[offset + 6] |= 0x1
+    data[data.rfind(b"PK\x01\x02") + 8] |= 0x1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"not a readable .npz file \(RuntimeError: File .*extra.npy.* is encrypted"):
+        _medmnist(path)
+
+
 def test_npz_not_a_zip(tmp_path):
     path = tmp_path / "garbage.npz"
     path.write_bytes(b"PK not really a zip file" * 10)

@@ -35,11 +35,14 @@ def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]
             for info in archive.infolist():
                 if info.filename.endswith(".npy"):
                     key = info.filename[: -len(".npy")]
+                    if key in headers:
+                        raise DataError(f"{path}: two archive members are named {info.filename!r}; numpy would read "
+                                        "only one of them: the file is damaged or forged")
                     with archive.open(info) as member:
                         shape, dtype, header_size = _read_header(member)
                     check_header(path, key, shape, dtype, header_size, info.file_size)
                     headers[key] = (shape, dtype)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     return headers
 
@@ -55,7 +58,7 @@ def load_npz_key(path: str | Path, key: str) -> np.ndarray:
             if key not in archive.files:
                 raise DataError(f"{path}: missing key {key!r}; the file holds {sorted(archive.files)}")
             return archive[key]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise DataError(f"{path}: cannot read key {key!r} ({type(exc).__name__}: {exc})") from None
 
 
