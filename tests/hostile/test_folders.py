@@ -375,3 +375,14 @@ def test_symlink_loop_names_the_row(tmp_path):
     os.symlink(tmp_path / "data" / "imgs" / "loop.png", tmp_path / "data" / "imgs" / "loop.png")
     with pytest.raises(DataError, match=rf"{csv} line 6 \(data row 5\): path .*loop.png"):
         _image_csv(csv)
+
+
+def test_dashboard_image_lookup_reads_the_same_csv_dialect(tmp_path):
+    # results.image (the explorer's image) re-reads the CSV: a BOM ;-CSV with a trailing delimiter, blank lines and
+    # CRLF builds a manifest, so the explorer must find its images too
+    from meddiff.results.image import image_pixels
+
+    csv = _folder(tmp_path, "\ufeffpath;y;\r\n\r\nimgs/a.png;0;\r\nimgs/b.png;1;\r\n")
+    meta = {"checkpoint_metadata": {"config": {"data": {"source": "image_csv", "params": {"csv": str(csv)}}}}}
+    expected = np.asarray(Image.open(tmp_path / "data" / "imgs" / "b.png"))
+    assert (image_pixels(meta, "imgs/b") == expected).all()

@@ -4,6 +4,7 @@ config the run's checkpoint recorded (meta.json ``checkpoint_metadata.config.dat
 
 from __future__ import annotations
 
+import csv as _csvlib
 import functools
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -118,7 +119,16 @@ def _npz_array(path: str, key: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _csv_index(csv: str, path_column: str, id_column: str | None, root: str | None) -> dict[str, str]:
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    # The dialect meddiff/data/sources/tables.py accepts (BOM, , ; tab | from the header line, blank lines); that module
+    # is not imported here because importing meddiff.data pulls torch into the results read model.
+    try:
+        with open(csv, encoding="utf-8-sig", newline="") as handle:
+            header = next((line for line in handle if line.strip()), "")
+        sep = max((",", ";", "\t", "|"), key=lambda d: (len(next(_csvlib.reader([header], delimiter=d), [])), d == ","))
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=sep)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{csv}: cannot read the run's labels CSV ({type(exc).__name__}: {exc})") from None
+    table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed: ")]]
     base = Path(root).expanduser() if root else Path(csv).parent
     ids = table[id_column] if id_column else [str(PurePosixPath(p).with_suffix("")) for p in table[path_column]]
     return {str(i): str(base / p) for i, p in zip(ids, table[path_column])}
