@@ -51,8 +51,7 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
         line = text[: text.index("\0")].count("\n") + 1
         raise DataError(f"{path} line {line}: NUL byte; a CSV is text (is this file binary or UTF-16?), re-save it as "
                         "UTF-8 text")
-    lines = text.splitlines()
-    header_line = next((line for line in lines if line.strip()), None)
+    header_line = next((line.rstrip("\r\n") for line in io.StringIO(text, newline="") if line.strip()), None)
     if header_line is None:
         raise DataError(f"{path}: empty CSV file; expected a header line and at least one data row")
     if delimiter is None:
