@@ -149,3 +149,85 @@ def test_class_order_survives_config_json_round_trip(tmp_path, write_image):
     save_config(cfg, tmp_path / "config.json")
     again = config_from_json(json.loads((tmp_path / "config.json").read_text()))
     assert build_manifest(again.data).fingerprint() == build_manifest(cfg.data).fingerprint()
+
+
+# --- finding vs no finding: PadChest and VinDr-CXR style CSVs ----------------------------------------------------------
+
+PADCHEST_LABELS = ["['normal']", "['pneumonia', ' pleural effusion']", "['pleural effusion']", "['cardiomegaly']",
+                   "['normal']", "['']"]
+
+
+def _padchest(tmp_path, write_image, n=24):
+    rows = []
+    for i in range(n):
+        image = f"img{i:03d}.png"
+        folder = str(i % 3)
+        write_image(tmp_path / "padchest" / folder / image, mode="L", seed=i)
+        rows.append({"ImageID": image, "ImageDir": folder, "PatientID": f"pat{i // 2}", "Projection": "PA",
+                     "PatientSex_DICOM": "MF"[i % 2], "Labels": PADCHEST_LABELS[i % len(PADCHEST_LABELS)]})
+    csv = tmp_path / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def test_padchest_finding_vs_normal_with_path_template_and_groups(tmp_path, write_image, caplog):
+    import json
+    import logging
+
+    csv = _padchest(tmp_path, write_image)
+    params = {"csv": str(csv), "path_template": "{ImageDir}/{ImageID}", "id_column": "ImageID",
+              "finding": "pleural effusion", "no_finding": "normal", "findings_column": "Labels",
+              "findings_separators": [","], "group_column": "PatientID", "metadata_columns": ["PatientSex_DICOM"]}
+    with caplog.at_level(logging.INFO):
+        m = build_manifest(DataConfig(source="image_csv", params=params))
+    assert m.class_names == ("no_finding", "pleural_effusion")
+    expected = {f"img{i:03d}.png": {0: 0, 1: 1, 2: 1, 4: 0}[i % 6] for i in range(24) if i % 6 in (0, 1, 2, 4)}
+    assert dict(zip(m.frame["id"], m.frame["label"])) == expected
+    assert m.frame.set_index("id").at["img001.png", "path"].endswith("padchest/1/img001.png")
+    assert (m.frame.groupby("group")["split"].nunique() == 1).all()
+    assert json.loads(m.frame["metadata"][0]).keys() == {"PatientSex_DICOM"}
+    assert "'other findings but not the finding (other_findings: exclude)': 4" in caplog.text
+    assert "'no label (nothing positive)': 4" in caplog.text
+    with pytest.raises(ConfigError, match=r"'effusion' is not a finding name .*'pleural effusion'"):
+        build_manifest(DataConfig(source="image_csv", params={**params, "finding": "effusion"}))
+
+
+def _vindr(tmp_path, write_image):
+    """VinDr-CXR annotations style: one row per (image, reader, box); three readers per image."""
+    votes = {  # image -> the three readers' finding lists
+        "a1": [["Pleural effusion"], ["Pleural effusion", "Cardiomegaly"], ["No finding"]],
+        "a2": [["Pleural effusion"], ["No finding"], ["No finding"]],
+        "a3": [["No finding"], ["No finding"], ["No finding"]],
+        "a4": [["Cardiomegaly"], ["Cardiomegaly"], ["No finding"]],
+    }
+    rows = []
+    for image, readers in votes.items():
+        write_image(tmp_path / "vindr" / "train" / f"{image}.png", mode="L", seed=len(rows))
+        for r, names in enumerate(readers):
+            for name in names:
+                rows.append({"image_id": image, "rad_id": f"R{r + 8}", "class_name": name, "x_min": 1})
+    csv = tmp_path / "vindr" / "annotations_train.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+@pytest.mark.parametrize("readers, expected", [
+    ("majority", {"a1": 1, "a2": 0, "a3": 0}),  # a4: cardiomegaly by 2 of 3 -> other findings, dropped
+    ("any", {"a1": 1, "a2": 1, "a3": 0}),       # a4: cardiomegaly by any -> dropped
+])
+def test_vindr_readers_aggregated_per_image(tmp_path, write_image, readers, expected):
+    csv = _vindr(tmp_path, write_image)
+    params = {"csv": str(csv), "path_template": "train/{image_id}.png", "id_column": "image_id",
+              "finding": "Pleural effusion", "no_finding": "No finding", "findings_column": "class_name",
+              "reader_column": "rad_id", "readers": readers}
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33), params=params))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == expected
+
+
+def test_finding_mode_and_label_mode_do_not_mix(tmp_path, write_image):
+    csv = _vindr(tmp_path, write_image)
+    with pytest.raises(ConfigError, match="finding .* replaces label_column"):
+        build_manifest(DataConfig(source="image_csv", params={"csv": str(csv), "finding": "Pleural effusion",
+                                                              "findings_column": "class_name", "label_column": "x"}))
+    with pytest.raises(ConfigError, match="label_column: required"):
+        build_manifest(DataConfig(source="image_csv", params={"csv": str(csv)}))
