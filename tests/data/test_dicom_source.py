@@ -141,3 +141,17 @@ def test_groups_none_and_header_reader(tmp_path):
     assert not m.has_groups and (m.frame["group"] == m.frame["id"]).all()
     header = read_header(root / rows[1][0])
     assert header.group == patient_group(PATIENTS[0]) and header.sop_instance_uid == rows[1][1]
+
+
+def test_invalid_values_are_not_quoted_by_pydicom_or_us(tmp_path, caplog, recwarn):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = write_dicom(tmp_path / "old.dcm", pixels(0), age="097 yrs", patient_id="ZZPID-ECHO-1")
+    recwarn.clear()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG), pytest.raises(DataError, match="malformed PatientAge") as error:
+        read_header(path)
+    text = caplog.text + str(error.value) + " ".join(str(w.message) for w in recwarn)
+    assert "097" not in text and "ZZPID" not in text

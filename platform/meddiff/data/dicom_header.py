@@ -87,8 +87,18 @@ def read_header(path: Path, date_precision: str = "year") -> DicomHeader:
 
 
 def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
+    """The attribute as stripped text, from its raw bytes: pydicom's value conversion is bypassed because its
+    validation warnings quote the value (an identifier must not reach a log)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    element = ds.get_item(tag) if tag is not None and tag in ds else None
+    value = None if element is None else element.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip(" \x00\t\r\n")
 
 
 def _age_years(text: str, path: Path) -> float | None:
