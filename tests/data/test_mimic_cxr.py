@@ -1,4 +1,4 @@
-"""MIMIC-CXR-JPG layout: a small fake copy (metadata / chexpert / split tables, one gzipped, files/pNN/p.../s.../*.jpg)."""
+"""MIMIC-CXR-JPG layout: a small fake copy (metadata / chexpert / split tables, one gzipped, files/pNN/.../*.jpg)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the ``dicom`` source may keep of a DICOM header: a hashed patient group and de-identified metadata, nothing else.
+"""What the ``dicom`` source keeps of a DICOM header: a hashed patient group and de-identified metadata, nothing else.
 
 ``read_header(path, date_precision)`` reads the header only (pydicom ``dcmread(stop_before_pixels=True)``) and returns
 a ``DicomHeader``:
@@ -8,7 +8,8 @@ a ``DicomHeader``:
     metadata  ``sex`` (M/F/O), ``age`` (whole years from PatientAge "045Y"/"006M"/"003W"/"010D"; above 89 "90+", the
               HIPAA Safe Harbor rule, see ``meddiff/data/demographics.py``), ``age_band``, ``view`` (ViewPosition),
               ``manufacturer``, ``body_part`` (BodyPartExamined), ``modality``, ``study_date`` (StudyDate cut to
-              ``year`` (default), ``month`` or ``day``) and ``sop_instance_uid``; absent or blank attributes are left out.
+              ``year`` (default), ``month`` or ``day``) and ``sop_instance_uid``; absent or blank attributes are
+              left out.
 Patient name, birth date, accession number, institution and patient id are never read into the result, and no error
 message quotes a header value: errors name the file and the attribute only.
 """
@@ -61,7 +62,8 @@ def read_header(path: Path, date_precision: str = "year") -> DicomHeader:
     from pydicom.errors import InvalidDicomError
 
     if date_precision not in DATE_PRECISIONS:
-        raise ConfigError(f"data.params.date_precision: expected one of {list(DATE_PRECISIONS)}, got {date_precision!r}")
+        raise ConfigError(f"data.params.date_precision: expected one of {list(DATE_PRECISIONS)}, "
+                          f"got {date_precision!r}")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_dicom_magic(path))
         values = {k: _text(ds, k) for k in ("PatientID", "SOPInstanceUID", "PatientSex", "PatientAge", "StudyDate",

@@ -104,7 +104,8 @@ def _headers(files: list[Path], root: Path, params: DicomParams) -> dict[str, tu
             continue
         out[path.relative_to(root).as_posix()] = (path, header)
     if skipped:
-        logger.warning("%s: skipped %d file(s) whose DICOM header cannot be read (unreadable_files: skip)", root, skipped)
+        logger.warning("%s: skipped %d file(s) whose DICOM header cannot be read (unreadable_files: skip)", root,
+                       skipped)
     if not out:
         raise DataError(f"{root}: none of the {len(files)} DICOM file(s) has a readable header")
     return out
