@@ -231,3 +231,22 @@ def test_finding_mode_and_label_mode_do_not_mix(tmp_path, write_image):
                                                               "findings_column": "class_name", "label_column": "x"}))
     with pytest.raises(ConfigError, match="label_column: required"):
         build_manifest(DataConfig(source="image_csv", params={"csv": str(csv)}))
+
+
+def test_vindr_image_labels_one_column_per_finding(tmp_path, write_image):
+    """VinDr-CXR image_labels style: one row per (image, reader), one 0/1 column per finding; CheXpert-style -1 too."""
+    rows = {"b1": [(1, 0, 0), (1, 0, 0), (0, 0, 1)], "b2": [(0, 0, 1), (0, 0, 1), (1, 0, 0)],
+            "b3": [(0, 1, 0), (0, 1, 0), (0, 0, 1)], "b4": [(-1, 0, 0), (0, 0, 1), (-1, 0, 0)]}
+    lines = ["image_id,rad_id,Pleural effusion,Cardiomegaly,No finding"]
+    for k, (image, readers) in enumerate(rows.items()):
+        write_image(tmp_path / "train" / f"{image}.png", mode="L", seed=k)
+        lines += [f"{image},R{r},{a},{b},{c}" for r, (a, b, c) in enumerate(readers)]
+    (tmp_path / "image_labels_train.csv").write_text("\n".join(lines) + "\n")
+    params = {"csv": str(tmp_path / "image_labels_train.csv"), "path_template": "train/{image_id}.png",
+              "id_column": "image_id", "finding": "Pleural effusion", "no_finding": "No finding",
+              "finding_columns": ["*"], "reader_column": "rad_id"}
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33), params=params))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == {"b1": 1, "b2": 0}  # b3 other finding, b4 uncertain
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33),
+                                  params={**params, "uncertain": "positive"}))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == {"b1": 1, "b2": 0, "b4": 1}

@@ -19,6 +19,9 @@ from tests.data.test_mimic_cxr import make_mimic
 from tests.data.test_nih_cxr14 import make_nih
 from tests.dicom_files import write_dicom
 
+# the malformed header values these tests write make pydicom warn when writing them (reading them does not)
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
+
 
 def write_image(path, size=(24, 20), mode="RGB", fmt=None, seed=0):
     rng = np.random.default_rng(seed)
@@ -102,6 +105,16 @@ def _vindr(tmp_path, **params):
             "finding": "Effusion", "no_finding": "No finding", "findings_column": "class_name",
             "reader_column": "rad_id"}
     return DataConfig(source="image_csv", params={**base, **params})
+
+
+def _vindr_columns(tmp_path, bad):
+    write_image(tmp_path / "train" / "v0.png", mode="L")
+    csv = tmp_path / "image_labels.csv"
+    csv.write_text(f"image_id,rad_id,Effusion,No finding\nv0,R1,1,0\nv0,R2,{bad},0\n")
+    return DataConfig(source="image_csv", params={"csv": str(csv), "path_template": "train/{image_id}.png",
+                                                  "id_column": "image_id", "finding": "Effusion",
+                                                  "no_finding": "No finding", "finding_columns": ["*"],
+                                                  "reader_column": "rad_id"})
 
 
 def _vindr_blank_reader(tmp_path):
@@ -208,7 +221,9 @@ CASES = [
     ("image-csv-template-names-missing-column", lambda t: _vindr(t, path_template="{ImageDir}/{image_id}.png"),
      DataError, r"annotations.csv: missing column\(s\) \['ImageDir'\]"),
     ("image-csv-finding-without-findings-column", lambda t: _vindr(t, findings_column=None), ConfigError,
-     r"findings_column: required with finding"),
+     r"with finding, set exactly one of findings_column .* and finding_columns"),
+    ("image-csv-bad-finding-cell", lambda t: _vindr_columns(t, "yes"), DataError,
+     r"image_labels.csv line 3 \(data row 2\): Effusion='yes'; expected 1, 0, -1 or blank"),
     ("image-csv-blank-reader", _vindr_blank_reader, DataError,
      r"annotations.csv line 6 \(data row 5\): column 'rad_id' is blank"),
     ("image-csv-unknown-no-finding-name", lambda t: _vindr(t, no_finding="normal"), ConfigError,

@@ -21,9 +21,13 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
-from meddiff.errors import ConfigError
+import pandas as pd
+
+from meddiff.data.sources.tables import row_ref
+from meddiff.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +151,27 @@ def split_names(text: str, separators: Sequence[str]) -> list[str]:
         parts = [piece for part in parts for piece in part.split(sep)]
     names = [p.strip().strip("'\"").strip() for p in parts]
     return [n for n in names if n]
+
+
+def column_readings(table: pd.DataFrame, columns: Sequence[str], csv: Path) -> list[list[Reading]]:
+    """One reading per row from one column per finding (CheXpert style: 1 positive, 0 negative, -1 uncertain, blank
+    not mentioned; "1.0" etc. accepted); any other cell is a DataError naming the line and column."""
+    out = []
+    for index, values in zip(table.index, table[list(columns)].itertuples(index=False, name=None)):
+        positive, uncertain = [], []
+        for column, text in zip(columns, values):
+            text = text.strip()
+            if not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = None
+            if value not in (1.0, 0.0, -1.0):
+                raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
+            if value == 1.0:
+                positive.append(column)
+            elif value == -1.0:
+                uncertain.append(column)
+        out.append([Reading(frozenset(positive), frozenset(uncertain))])
+    return out

@@ -16,7 +16,9 @@ group split when ``group_column`` names the patient / lesion column: a group nev
 Finding vs no finding (PadChest, Bustos et al. 2020; VinDr-CXR, Nguyen et al. 2022), instead of label_column /
 label_names: ``finding`` names class 1, ``no_finding`` class 0 ("normal" in PadChest, "No finding" in VinDr),
 ``findings_column`` holds the finding names of a row split at ``findings_separators`` (PadChest ``Labels`` like
-"['pneumonia', 'effusion']", NIH-style "a|b"); ``other_findings`` as in ``meddiff/data/sources/findings.py``. Rows
+"['pneumonia', 'effusion']", NIH-style "a|b"), or ``finding_columns`` are one column per finding (1 positive, 0
+negative, -1 uncertain, blank; ``['*']`` = every column not used otherwise; VinDr's image_labels CSVs, CheXpert-style
+CSVs); ``other_findings`` / ``uncertain`` as in ``meddiff/data/sources/findings.py``. Rows
 with the same id are one image (VinDr's annotations CSV has one row per box and reader): their names are pooled per
 reader (``reader_column``, e.g. ``rad_id``) and the readers combined by ``readers`` (majority / any); split, group,
 path and metadata come from the image's first row. ``where`` still applies first; ``exclude_labels`` and
@@ -73,6 +75,8 @@ class ImageCsvParams:
     path_template: str | None = None
     finding: str | None = None
     findings_column: str | None = None
+    finding_columns: tuple[str, ...] = ()
+    uncertain: str = "exclude"
     findings_separators: tuple[str, ...] = ("|", ",")
     no_finding: str = "No Finding"
     other_findings: str = "exclude"
@@ -242,34 +246,39 @@ def _build_findings(params: ImageCsvParams, csv: Path) -> Manifest:
     if params.label_column or params.label_names or params.exclude_labels or params.dedupe_column:
         raise ConfigError("data.params: finding (finding vs no finding) replaces label_column / label_names / "
                           "exclude_labels / dedupe_column; set one mode or the other")
-    if not params.findings_column:
-        raise ConfigError("data.params.findings_column: required with finding (the column listing a row's findings)")
+    if bool(params.findings_column) == bool(params.finding_columns):
+        raise ConfigError("data.params: with finding, set exactly one of findings_column (the column listing a row's "
+                          "findings) and finding_columns (one 1/0/-1/blank column per finding, or ['*'])")
     rule = F.FindingRule(params.finding, params.no_finding, other_findings=params.other_findings,
-                         readers=params.readers)
+                         uncertain=params.uncertain, readers=params.readers)
     root = Path(params.image_root).expanduser().resolve() if params.image_root else csv.parent
     table = read_table(csv)
     optional = [params.id_column, params.split_column, params.group_column, params.reader_column,
-                *params.metadata_columns]
-    require_columns(table, [*_path_columns(params), params.findings_column, *params.where,
-                            *[c for c in optional if c]], csv)
+                params.findings_column, *params.metadata_columns]
+    used = [*_path_columns(params), *params.where, *[c for c in optional if c]]
+    require_columns(table, used, csv)
+    columns = _finding_columns(table, params, used, csv)
     table = _apply_where(table, params.where, csv)
     table = _with_template_paths(table, params, csv)
     require_nonblank(table, params.path_column, csv)
     table = table.assign(_id=_ids(table, params, csv))
     if params.reader_column:
         require_nonblank(table, params.reader_column, csv)
-    images: dict[str, dict[str, set[str]]] = {}  # id -> reader -> names
+    if columns:
+        F.check_names(rule, columns, f"{csv} (its finding columns)")
+        readings = [r[0] for r in F.column_readings(table, columns, csv)]
+    else:
+        readings = [F.Reading(frozenset(F.split_names(cell, params.findings_separators)))
+                    for cell in table[params.findings_column]]
+        F.check_names(rule, [n for r in readings for n in r.positive], f"{csv} column {params.findings_column!r}")
+    images: dict[str, dict[str, list[F.Reading]]] = {}  # id -> reader -> its readings (rows)
     first: dict[str, int] = {}
-    seen: list[str] = []
-    for index, image_id, cell in zip(table.index, table["_id"], table[params.findings_column]):
-        names = F.split_names(cell, params.findings_separators)
-        seen += names
+    for index, image_id, reading in zip(table.index, table["_id"], readings):
         reader = table.at[index, params.reader_column] if params.reader_column else ""
-        images.setdefault(image_id, {}).setdefault(reader, set()).update(names)
+        images.setdefault(image_id, {}).setdefault(reader, []).append(reading)
         first.setdefault(image_id, index)
-    F.check_names(rule, seen, f"{csv} column {params.findings_column!r}")
     ids = list(images)
-    labels = F.labels([[F.Reading(frozenset(n)) for n in images[i].values()] for i in ids], rule, str(csv))
+    labels = F.labels([[_pool(rows) for rows in images[i].values()] for i in ids], rule, str(csv))
     kept = [(i, v) for i, v in zip(ids, labels) if v is not None]
     rows = table.loc[[first[i] for i, _ in kept]]
     refs = [row_ref(csv, i) for i in rows.index]
@@ -281,3 +290,22 @@ def _build_findings(params: ImageCsvParams, csv: Path) -> Manifest:
                            splits=splits, groups=groups, metadata=metadata_rows(rows, params.metadata_columns, csv))
     grouping = f"{params.group_column} (column of {csv.name})" if params.group_column else NO_GROUPS
     return Manifest(frame, rule.class_names, f"{csv.parent.name}/{csv.stem}", grouping=grouping)
+
+
+def _pool(readings: list[F.Reading]) -> F.Reading:
+    """One reader's rows of one image as one reading (the union of its names; positive wins over uncertain)."""
+    positive = frozenset().union(*(r.positive for r in readings))
+    return F.Reading(positive, frozenset().union(*(r.uncertain for r in readings)) - positive)
+
+
+def _finding_columns(table: pd.DataFrame, params: ImageCsvParams, used: list[str], csv: Path) -> list[str]:
+    """The finding columns of the one-column-per-finding mode: as listed, or ["*"] = every column not used otherwise."""
+    if not params.finding_columns:
+        return []
+    if list(params.finding_columns) == ["*"]:
+        columns = [c for c in table.columns if c not in used]
+        if not columns:
+            raise DataError(f"{csv}: finding_columns ['*'] leaves no column; the file has {list(table.columns)}")
+        return columns
+    require_columns(table, params.finding_columns, csv)
+    return list(params.finding_columns)

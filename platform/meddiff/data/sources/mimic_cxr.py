@@ -64,28 +64,6 @@ def table_file(root: Path, name: str) -> Path:
     raise DataError(f"{root}: neither {PREFIX}{name}.csv nor {PREFIX}{name}.csv.gz exists")
 
 
-def _readings(table: pd.DataFrame, columns: list[str], csv: Path) -> list[list[F.Reading]]:
-    out = []
-    for index, values in zip(table.index, table[columns].itertuples(index=False, name=None)):
-        positive, uncertain = [], []
-        for column, text in zip(columns, values):
-            text = text.strip()
-            if not text:
-                continue
-            try:
-                value = float(text)
-            except ValueError:
-                value = None
-            if value not in (1.0, 0.0, -1.0):
-                raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
-            if value == 1.0:
-                positive.append(column)
-            elif value == -1.0:
-                uncertain.append(column)
-        out.append([F.Reading(frozenset(positive), frozenset(uncertain))])
-    return out
-
-
 def _study_labels(root: Path, rule: F.FindingRule) -> dict[tuple[str, str], int]:
     csv = table_file(root, "chexpert")
     table = read_table(csv)
@@ -94,7 +72,7 @@ def _study_labels(root: Path, rule: F.FindingRule) -> dict[tuple[str, str], int]
     F.check_names(rule, findings, f"{csv} (its finding columns)")
     keys = list(zip(table["subject_id"].str.strip(), table["study_id"].str.strip()))
     check_unique([f"{s}/{t}" for s, t in keys], [row_ref(csv, i) for i in table.index], "subject_id/study_id")
-    labels = F.labels(_readings(table, findings, csv), rule, f"{csv} (studies)")
+    labels = F.labels(F.column_readings(table, findings, csv), rule, f"{csv} (studies)")
     return {key: value for key, value in zip(keys, labels) if value is not None}
 
 
