@@ -155,3 +155,14 @@ def test_invalid_values_are_not_quoted_by_pydicom_or_us(tmp_path, caplog, recwar
         read_header(path)
     text = caplog.text + str(error.value) + " ".join(str(w.message) for w in recwarn)
     assert "097" not in text and "ZZPID" not in text
+
+
+def test_official_split_column(tmp_path):
+    root, rows = make_folder(tmp_path)
+    csv = labels_csv(tmp_path, rows)
+    table = pd.read_csv(csv)
+    table["part"] = ["tr", "tr", "tr", "tr", "tr", "tr", "va", "va", "va", "te", "te", "te"]
+    table.to_csv(csv, index=False)
+    m = build(root, csv, split_column="part", split_values={"tr": "train", "va": "val", "te": "test"})
+    assert dict(zip(m.frame["id"], m.frame["split"]))["series3/img1"] == "test"
+    assert m.frame["split"].value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}

@@ -18,19 +18,20 @@ Ids: the relative path without its .dcm/.dicom suffix (``id_from: path``, defaul
 (``id_from: sop_instance_uid``, for folders whose names carry patient identifiers). Groups: ``groups: patient``
 (default) hashes PatientID (a file without one is its own group, counted in the log); ``groups: none``. Metadata:
 sex, age, age_band, view, manufacturer, body_part, modality, study_date (``date_precision``), sop_instance_uid.
-No split comes from the folder: build_manifest makes a stratified group split.
+Splits: ``split_column`` / ``split_values`` of the labels CSV as in ``image_csv.py`` (an official split); without
+one build_manifest makes a stratified group split (by patient).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from meddiff.data.dicom_header import DATE_PRECISIONS, DicomHeader, has_dicom_magic, read_header
 from meddiff.data.manifest import NO_GROUPS, Manifest, manifest_frame
-from meddiff.data.sources.image_csv import _excluded, _label_index, _map_labels
+from meddiff.data.sources.image_csv import _excluded, _label_index, _map_labels, _splits
 from meddiff.data.sources.tables import check_unique, read_table, require_columns, require_nonblank, row_ref
 from meddiff.errors import ConfigError, DataError
 
@@ -47,7 +48,8 @@ class DicomParams:
     """root: the folder of DICOM files. labels_csv / label_column / label_names / exclude_labels: the labels (see the
     module docstring). key: path | sop_instance_uid; key_column: its CSV column. unlabelled_files: error | ignore.
     unreadable_files: error | skip. groups: patient | none. id_from: path | sop_instance_uid.
-    date_precision: year | month | day of the study_date metadata."""
+    date_precision: year | month | day of the study_date metadata. split_column / split_values: an official split
+    in the labels CSV."""
 
     root: str
     labels_csv: str
@@ -61,6 +63,8 @@ class DicomParams:
     groups: str = "patient"
     id_from: str = "path"
     date_precision: str = "year"
+    split_column: str | None = None
+    split_values: dict[Any, str] = field(default_factory=dict)
 
 
 def _choices(params: DicomParams) -> None:
@@ -133,7 +137,8 @@ def build(params: DicomParams, data_cfg: object = None) -> Manifest:
     excluded = _excluded(params.exclude_labels, label_index)
     key_column = params.key_column or params.key
     table = read_table(csv)
-    require_columns(table, [key_column, params.label_column], csv)
+    require_columns(table, [key_column, params.label_column, *([params.split_column] if params.split_column else [])],
+                    csv)
     require_nonblank(table, key_column, csv)
     keys = [_norm_key(k, params.key) for k in table[key_column]]
     check_unique(keys, [row_ref(csv, i) for i in table.index], f"{key_column} key")
@@ -175,7 +180,8 @@ def build(params: DicomParams, data_cfg: object = None) -> Manifest:
         groups = None
     elif own:
         logger.warning("%s: %d file(s) have no PatientID; each is its own group", root, own)
-    frame = manifest_frame(ids=ids, labels=labels.tolist(), source="dicom", paths=paths, groups=groups,
+    splits = _splits(table, params, csv) if params.split_column else None
+    frame = manifest_frame(ids=ids, labels=labels.tolist(), source="dicom", paths=paths, splits=splits, groups=groups,
                            metadata=metadata)
     grouping = GROUPING if params.groups == "patient" else NO_GROUPS
     return Manifest(frame, class_names, f"dicom/{root.name}", grouping=grouping)
