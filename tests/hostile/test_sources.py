@@ -129,6 +129,11 @@ def _unreadable(root, rows):
     (root / "series0" / "img0.dcm").write_bytes(b"this is a text file, not DICOM\n" * 8)
 
 
+def _random_bytes(root, rows):
+    data = np.random.default_rng(5).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    (root / "series0" / "img0.dcm").write_bytes(b"\0" * 128 + b"DICM" + data)
+
+
 def _truncated(root, rows):
     path = root / "series0" / "img0.dcm"
     path.write_bytes(path.read_bytes()[:150])
@@ -178,6 +183,8 @@ CASES = [
      r"series0/IM0001 and .*series0/img0.dcm: the same SOPInstanceUID '1.2.826.0.1.3680043.8.498.101'"),
     ("dicom-text-file-named-dcm", dicom_case(folder=_unreadable), DataError,
      r"series0/img0.dcm: unreadable DICOM header .*unreadable_files: skip"),
+    ("dicom-random-bytes-after-dicm-preamble", dicom_case(folder=_random_bytes), DataError,
+     r"series0/img0.dcm: unreadable DICOM header"),
     ("dicom-truncated-header", dicom_case(folder=_truncated), DataError,
      r"series0/img0.dcm: unreadable DICOM header"),
     ("dicom-folder-without-dicom-files", dicom_case(folder=_empty), DataError,

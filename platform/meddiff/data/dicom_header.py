@@ -68,9 +68,12 @@ def read_header(path: Path, date_precision: str = "year") -> DicomHeader:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_dicom_magic(path))
         values = {k: _text(ds, k) for k in ("PatientID", "SOPInstanceUID", "PatientSex", "PatientAge", "StudyDate",
                                             *(k for k, _ in _TEXT))}
-    except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as exc:
+        known = any(values.values()) or "SOPClassUID" in ds
+    except (InvalidDicomError, OSError, EOFError) as exc:
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__})") from None
-    if not any(values.values()) and "SOPClassUID" not in ds:
+    except Exception as exc:  # noqa: BLE001 - a corrupt header fails in many ways inside pydicom (struct, unicode...)
+        raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__})") from None
+    if not known:
         raise DataError(f"{path}: unreadable DICOM header (no DICOM attributes found; is it a DICOM file?)")
     meta: dict[str, str] = {}
     sex = sex_code(values["PatientSex"])
