@@ -48,6 +48,7 @@ def write_dicom(
     study_date: str | None = "20200315",
     sop_instance_uid: str | None = None,
     accession: str | None = "ACC123456",
+    institution: str | None = None,
     add_preamble: bool = True,
 ) -> Path:
     """Write ``pixels`` as a DICOM file at ``path`` and return the path; see the module docstring."""
@@ -74,6 +75,7 @@ def write_dicom(
         "PatientID": patient_id, "PatientName": patient_name, "PatientBirthDate": birth_date, "PatientSex": sex,
         "PatientAge": age, "ViewPosition": view, "Manufacturer": manufacturer, "BodyPartExamined": body_part,
         "StudyDate": study_date, "AccessionNumber": accession,
+        "InstitutionName": institution,
     }
     for keyword, value in optional.items():
         if value is not None:

@@ -162,3 +162,102 @@ def test_symlinked_image_root_and_semicolon_csv_build(tmp_path, write_image):
     m = _build(csv)
     assert m.class_counts() == {"neg": 2, "pos": 2}
     assert set(m.frame["path"]) == {str((tmp_path / "store" / n).resolve()) for n in ("a.png", "b.png", "c.png", "d.png")}
+# --- finding vs no finding: PadChest and VinDr-CXR style CSVs ----------------------------------------------------------
+
+PADCHEST_LABELS = ["['normal']", "['pneumonia', ' pleural effusion']", "['pleural effusion']", "['cardiomegaly']",
+                   "['normal']", "['']"]
+
+
+def _padchest(tmp_path, write_image, n=24):
+    rows = []
+    for i in range(n):
+        image = f"img{i:03d}.png"
+        folder = str(i % 3)
+        write_image(tmp_path / "padchest" / folder / image, mode="L", seed=i)
+        rows.append({"ImageID": image, "ImageDir": folder, "PatientID": f"pat{i // 2}", "Projection": "PA",
+                     "PatientSex_DICOM": "MF"[i % 2], "Labels": PADCHEST_LABELS[i % len(PADCHEST_LABELS)]})
+    csv = tmp_path / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def test_padchest_finding_vs_normal_with_path_template_and_groups(tmp_path, write_image, caplog):
+    import json
+    import logging
+
+    csv = _padchest(tmp_path, write_image)
+    params = {"csv": str(csv), "path_template": "{ImageDir}/{ImageID}", "id_column": "ImageID",
+              "finding": "pleural effusion", "no_finding": "normal", "findings_column": "Labels",
+              "findings_separators": [","], "group_column": "PatientID", "metadata_columns": ["PatientSex_DICOM"]}
+    with caplog.at_level(logging.INFO):
+        m = build_manifest(DataConfig(source="image_csv", params=params))
+    assert m.class_names == ("no_finding", "pleural_effusion")
+    expected = {f"img{i:03d}.png": {0: 0, 1: 1, 2: 1, 4: 0}[i % 6] for i in range(24) if i % 6 in (0, 1, 2, 4)}
+    assert dict(zip(m.frame["id"], m.frame["label"])) == expected
+    assert m.frame.set_index("id").at["img001.png", "path"].endswith("padchest/1/img001.png")
+    assert (m.frame.groupby("group")["split"].nunique() == 1).all()
+    assert json.loads(m.frame["metadata"][0]).keys() == {"PatientSex_DICOM"}
+    assert "'other findings but not the finding (other_findings: exclude)': 4" in caplog.text
+    assert "'no label (nothing positive)': 4" in caplog.text
+    with pytest.raises(ConfigError, match=r"'effusion' is not a finding name .*'pleural effusion'"):
+        build_manifest(DataConfig(source="image_csv", params={**params, "finding": "effusion"}))
+
+
+def _vindr(tmp_path, write_image):
+    """VinDr-CXR annotations style: one row per (image, reader, box); three readers per image."""
+    votes = {  # image -> the three readers' finding lists
+        "a1": [["Pleural effusion"], ["Pleural effusion", "Cardiomegaly"], ["No finding"]],
+        "a2": [["Pleural effusion"], ["No finding"], ["No finding"]],
+        "a3": [["No finding"], ["No finding"], ["No finding"]],
+        "a4": [["Cardiomegaly"], ["Cardiomegaly"], ["No finding"]],
+    }
+    rows = []
+    for image, readers in votes.items():
+        write_image(tmp_path / "vindr" / "train" / f"{image}.png", mode="L", seed=len(rows))
+        for r, names in enumerate(readers):
+            for name in names:
+                rows.append({"image_id": image, "rad_id": f"R{r + 8}", "class_name": name, "x_min": 1})
+    csv = tmp_path / "vindr" / "annotations_train.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+@pytest.mark.parametrize("readers, expected", [
+    ("majority", {"a1": 1, "a2": 0, "a3": 0}),  # a4: cardiomegaly by 2 of 3 -> other findings, dropped
+    ("any", {"a1": 1, "a2": 1, "a3": 0}),       # a4: cardiomegaly by any -> dropped
+])
+def test_vindr_readers_aggregated_per_image(tmp_path, write_image, readers, expected):
+    csv = _vindr(tmp_path, write_image)
+    params = {"csv": str(csv), "path_template": "train/{image_id}.png", "id_column": "image_id",
+              "finding": "Pleural effusion", "no_finding": "No finding", "findings_column": "class_name",
+              "reader_column": "rad_id", "readers": readers}
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33), params=params))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == expected
+
+
+def test_finding_mode_and_label_mode_do_not_mix(tmp_path, write_image):
+    csv = _vindr(tmp_path, write_image)
+    with pytest.raises(ConfigError, match="finding .* replaces label_column"):
+        build_manifest(DataConfig(source="image_csv", params={"csv": str(csv), "finding": "Pleural effusion",
+                                                              "findings_column": "class_name", "label_column": "x"}))
+    with pytest.raises(ConfigError, match="label_column: required"):
+        build_manifest(DataConfig(source="image_csv", params={"csv": str(csv)}))
+
+
+def test_vindr_image_labels_one_column_per_finding(tmp_path, write_image):
+    """VinDr-CXR image_labels style: one row per (image, reader), one 0/1 column per finding; CheXpert-style -1 too."""
+    rows = {"b1": [(1, 0, 0), (1, 0, 0), (0, 0, 1)], "b2": [(0, 0, 1), (0, 0, 1), (1, 0, 0)],
+            "b3": [(0, 1, 0), (0, 1, 0), (0, 0, 1)], "b4": [(-1, 0, 0), (0, 0, 1), (-1, 0, 0)]}
+    lines = ["image_id,rad_id,Pleural effusion,Cardiomegaly,No finding"]
+    for k, (image, readers) in enumerate(rows.items()):
+        write_image(tmp_path / "train" / f"{image}.png", mode="L", seed=k)
+        lines += [f"{image},R{r},{a},{b},{c}" for r, (a, b, c) in enumerate(readers)]
+    (tmp_path / "image_labels_train.csv").write_text("\n".join(lines) + "\n")
+    params = {"csv": str(tmp_path / "image_labels_train.csv"), "path_template": "train/{image_id}.png",
+              "id_column": "image_id", "finding": "Pleural effusion", "no_finding": "No finding",
+              "finding_columns": ["*"], "reader_column": "rad_id"}
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33), params=params))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == {"b1": 1, "b2": 0}  # b3 other finding, b4 uncertain
+    m = build_manifest(DataConfig(source="image_csv", split_fractions=(0.34, 0.33, 0.33),
+                                  params={**params, "uncertain": "positive"}))
+    assert dict(zip(m.frame["id"], m.frame["label"])) == {"b1": 1, "b2": 0, "b4": 1}

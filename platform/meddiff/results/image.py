@@ -75,7 +75,9 @@ def image_pixels(meta: dict[str, Any], image_id: str) -> np.ndarray:
     data config the run's checkpoint recorded, with the id conventions of the sources in
     ``meddiff/data/sources/`` (medmnist: ``<file stem>/<split>/<index>`` into ``<split>_images``; image_csv: the
     ``id_column`` or the path without extension, relative to ``image_root`` or the CSV's folder; isic_challenge:
-    ``<image_dir>/<id>.jpg``). Numpy and PIL only: the pixels the model saw (resized, scaled) come from
+    ``<image_dir>/<id>.jpg``; nih_cxr14: ``<id>.png`` under ``image_dirs``; mimic_cxr: the dicom_id's JPEG via the
+metadata table; dicom: the relative path or the SOPInstanceUID, decoded with pydicom for display). Numpy, PIL and
+pydicom only: the pixels the model saw (resized, scaled) come from
     ``meddiff.data.decode``, which needs torch. ResultsError saying why when the image cannot be found or read."""
     cfg = ((meta.get("checkpoint_metadata") or {}).get("config") or {}).get("data") or {}
     source, params = cfg.get("source"), cfg.get("params") or {}
@@ -89,10 +91,16 @@ def image_pixels(meta: dict[str, Any], image_id: str) -> np.ndarray:
             return _file_pixels(Path(params["image_dir"]).expanduser() / f"{image_id}.jpg")
         if source == "image_csv":
             return _file_pixels(_csv_image_path(params, image_id))
+        if source == "nih_cxr14":
+            return _file_pixels(_nih_image_path(params, image_id))
+        if source == "mimic_cxr":
+            return _file_pixels(_mimic_image_path(params, image_id))
+        if source == "dicom":
+            return _dicom_pixels(_dicom_image_path(params, image_id))
     except KeyError as exc:
         raise ResultsError(f"the run's data config ({source}) lacks {exc}; cannot locate image {image_id!r}") from None
     raise ResultsError(f"images of data source {source!r} cannot be shown here (synthetic or unsupported); known: "
-                       f"medmnist, image_csv, isic_challenge")
+                       f"medmnist, image_csv, isic_challenge, nih_cxr14, mimic_cxr, dicom")
 
 
 def _medmnist_pixels(path: Path, image_id: str) -> np.ndarray:
@@ -118,7 +126,8 @@ def _npz_array(path: str, key: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _csv_index(csv: str, path_column: str, id_column: str | None, root: str | None) -> dict[str, str]:
+def _csv_index(csv: str, path_column: str, id_column: str | None, root: str | None,
+               template: str | None = None) -> dict[str, str]:
     # The dialect meddiff/data/sources/tables.py accepts (BOM, , ; tab | from the header line, blank lines); that module
     # is not imported here because importing meddiff.data pulls torch into the results read model.
     try:
@@ -130,8 +139,12 @@ def _csv_index(csv: str, path_column: str, id_column: str | None, root: str | No
         raise ResultsError(f"{csv}: cannot read the run's labels CSV ({type(exc).__name__}: {exc})") from None
     table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed: ")]]
     base = Path(root).expanduser() if root else Path(csv).parent
-    ids = table[id_column] if id_column else [str(PurePosixPath(p).with_suffix("")) for p in table[path_column]]
-    return {str(i): str(base / p) for i, p in zip(ids, table[path_column])}
+    if template:  # image_csv's path_template: the relative path built from columns
+        paths = [template.format(**row) for row in table.to_dict("records")]
+    else:
+        paths = table[path_column].tolist()
+    ids = table[id_column] if id_column else [str(PurePosixPath(p).with_suffix("")) for p in paths]
+    return {str(i): str(base / p) for i, p in zip(ids, paths)}
 
 
 def _csv_image_path(params: dict[str, Any], image_id: str) -> Path:
@@ -139,10 +152,111 @@ def _csv_image_path(params: dict[str, Any], image_id: str) -> Path:
     if not csv.is_file():
         raise ResultsError(f"{csv}: the run's labels CSV is not on this machine")
     index = _csv_index(str(csv), params.get("path_column") or "path", params.get("id_column"),
-                       params.get("image_root"))
+                       params.get("image_root"), params.get("path_template"))
     if image_id not in index:
         raise ResultsError(f"{csv}: no row with id {image_id!r}")
     return Path(index[image_id])
+
+
+def _nih_image_path(params: dict[str, Any], image_id: str) -> Path:
+    """nih_cxr14 ids are the Image Index without ``.png``, in a folder matching ``image_dirs`` (or its ``images/``)."""
+    root = Path(params["root"]).expanduser()
+    name = f"{image_id}.png"
+    folders = sorted({p for pattern in params.get("image_dirs") or ["images*"] for p in root.glob(pattern)
+                      if p.is_dir()})
+    for folder in folders:
+        for candidate in (folder / name, folder / "images" / name):
+            if candidate.is_file():
+                return candidate
+    for folder in folders:
+        found = next(folder.rglob(name), None)
+        if found is not None:
+            return found
+    raise ResultsError(f"{root}: image {name} not found under image_dirs {params.get('image_dirs') or ['images*']}")
+
+
+@functools.lru_cache(maxsize=2)
+def _mimic_index(root: str) -> dict[str, tuple[str, str]]:
+    for suffix in (".csv", ".csv.gz"):
+        path = Path(root) / f"mimic-cxr-2.0.0-metadata{suffix}"
+        if path.is_file():
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            return {d.strip(): (s.strip(), t.strip())
+                    for d, s, t in zip(table["dicom_id"], table["subject_id"], table["study_id"])}
+    raise ResultsError(f"{root}: the run's mimic-cxr-2.0.0-metadata.csv(.gz) is not on this machine")
+
+
+def _mimic_image_path(params: dict[str, Any], image_id: str) -> Path:
+    """mimic_cxr ids are dicom_ids; the metadata table gives subject and study, hence the JPEG's path."""
+    root = Path(params["root"]).expanduser()
+    index = _mimic_index(str(root))
+    if image_id not in index:
+        raise ResultsError(f"{root}: no dicom_id {image_id!r} in mimic-cxr-2.0.0-metadata")
+    subject, study = index[image_id]
+    return root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{image_id}.jpg"
+
+
+@functools.lru_cache(maxsize=2)
+def _dicom_uid_index(root: str) -> dict[str, str]:
+    """SOPInstanceUID -> file of every readable DICOM file under root (headers only)."""
+    import pydicom
+
+    index = {}
+    for path in sorted(Path(root).rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+            uid = str(ds.get("SOPInstanceUID", "") or "")
+        except Exception:  # noqa: BLE001 - any file that is not a readable DICOM is simply not indexed
+            continue
+        if uid:
+            index.setdefault(uid, str(path))
+    return index
+
+
+def _dicom_image_path(params: dict[str, Any], image_id: str) -> Path:
+    """dicom ids are the relative path without .dcm/.dicom (``id_from: path``) or the SOPInstanceUID."""
+    root = Path(params["root"]).expanduser()
+    if params.get("id_from") == "sop_instance_uid":
+        found = _dicom_uid_index(str(root)).get(image_id)
+        if found is None:
+            raise ResultsError(f"{root}: no DICOM file with SOPInstanceUID {image_id!r}")
+        return Path(found)
+    for suffix in (".dcm", ".dicom", ".DCM", ".DICOM", ""):
+        candidate = root / f"{image_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise ResultsError(f"{root}: no DICOM file {image_id}(.dcm|.dicom)")
+
+
+def _dicom_pixels(path: Path) -> np.ndarray:
+    """A DICOM image for display: first frame, modality and VOI LUT (window) applied, MONOCHROME1 inverted, stretched
+    to uint8. The model's own pixels come from meddiff.data.decode."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for undecodable files
+        raise ResultsError(f"{path}: cannot decode DICOM pixels ({type(exc).__name__})") from None
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3:
+        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else _stretch(pixels)
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        values = values.max() - values
+    return _stretch(values)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
 
 
 def _file_pixels(path: Path) -> np.ndarray:

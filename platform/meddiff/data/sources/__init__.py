@@ -22,7 +22,7 @@ from meddiff.data.leakage import check_leakage, summary_line
 from meddiff.data.manifest import (
     SPLITS, UNSPLIT, Manifest, balance, balance_groups, group_folds, stratified_group_split, stratified_split,
 )
-from meddiff.data.sources import chexpert, image_csv, isic_challenge, medmnist, phantom
+from meddiff.data.sources import chexpert, dicom, image_csv, isic_challenge, medmnist, mimic_cxr, nih_cxr14, phantom
 
 SOURCES: dict[str, tuple[type, Callable[[Any, DataConfig], Manifest]]] = {
     "medmnist": (medmnist.MedMNISTParams, medmnist.build),
@@ -30,6 +30,9 @@ SOURCES: dict[str, tuple[type, Callable[[Any, DataConfig], Manifest]]] = {
     "chexpert": (chexpert.CheXpertParams, chexpert.build),
     "isic_challenge": (isic_challenge.IsicChallengeParams, isic_challenge.build),
     "phantom": (phantom.PhantomParams, phantom.build),
+    "dicom": (dicom.DicomParams, dicom.build),
+    "nih_cxr14": (nih_cxr14.NihCxr14Params, nih_cxr14.build),
+    "mimic_cxr": (mimic_cxr.MimicCxrParams, mimic_cxr.build),
 }
 
 logger = logging.getLogger(__name__)

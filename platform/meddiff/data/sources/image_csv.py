@@ -12,11 +12,24 @@ Steps, in order (each dropped row is dropped on purpose, by a setting):
 Splits come from ``split_column`` if given; otherwise build_manifest makes a seeded stratified split (a stratified
 group split when ``group_column`` names the patient / lesion column: a group never spans two splits).
 ``metadata_columns`` are kept per row (blank cells left out) for subgroup analysis.
+``path_template`` builds the relative path from columns instead of ``path_column`` (e.g. ``'{ImageDir}/{ImageID}'``).
+
+Finding vs no finding (PadChest, Bustos et al. 2020; VinDr-CXR, Nguyen et al. 2022), instead of label_column /
+label_names: ``finding`` names class 1, ``no_finding`` class 0 ("normal" in PadChest, "No finding" in VinDr),
+``findings_column`` holds the finding names of a row split at ``findings_separators`` (PadChest ``Labels`` like
+"['pneumonia', 'effusion']", NIH-style "a|b"), or ``finding_columns`` are one column per finding (1 positive, 0
+negative, -1 uncertain, blank; ``['*']`` = every column not used otherwise; VinDr's image_labels CSVs, CheXpert-style
+CSVs); ``other_findings`` / ``uncertain`` as in ``meddiff/data/sources/findings.py``. Rows
+with the same id are one image (VinDr's annotations CSV has one row per box and reader): their names are pooled per
+reader (``reader_column``, e.g. ``rad_id``) and the readers combined by ``readers`` (majority / any); split, group,
+path and metadata come from the image's first row. ``where`` still applies first; ``exclude_labels`` and
+``dedupe_column`` belong to the label_column mode.
 """
 
 from __future__ import annotations
 
 import logging
+import string
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +38,7 @@ import pandas as pd
 
 from meddiff.errors import ConfigError, DataError
 from meddiff.data.manifest import NO_GROUPS, SPLITS, Manifest, manifest_frame
+from meddiff.data.sources import findings as F
 from meddiff.data.sources.tables import (
     check_unique, checked_paths, group_ids, metadata_rows, read_table, require_columns, require_nonblank, row_ref,
 )
@@ -48,8 +62,8 @@ class ImageCsvParams:
     """
 
     csv: str
-    label_column: str
-    label_names: dict[Any, str]
+    label_column: str | None = None
+    label_names: dict[Any, str] = field(default_factory=dict)
     image_root: str | None = None
     path_column: str = "path"
     exclude_labels: tuple[Any, ...] = ()
@@ -61,18 +75,35 @@ class ImageCsvParams:
     group_column: str | None = None
     metadata_columns: tuple[str, ...] = ()
     allow_outside_root: bool = False
+    path_template: str | None = None
+    finding: str | None = None
+    findings_column: str | None = None
+    finding_columns: tuple[str, ...] = ()
+    uncertain: str = "exclude"
+    findings_separators: tuple[str, ...] = ("|", ",")
+    no_finding: str = "No Finding"
+    other_findings: str = "exclude"
+    reader_column: str | None = None
+    readers: str = "majority"
 
 
 def build(params: ImageCsvParams, data_cfg: object = None) -> Manifest:
     csv = Path(params.csv).expanduser().resolve()
+    if params.finding is not None:
+        return _build_findings(params, csv)
+    if not params.label_column:
+        raise ConfigError("data.params.label_column: required (the raw label column), unless `finding` and "
+                          "`findings_column` describe a finding-vs-no-finding task")
     root = Path(params.image_root).expanduser().resolve() if params.image_root else csv.parent
     label_index, class_names = _label_index(params.label_names)
     excluded = _excluded(params.exclude_labels, label_index)
     table = read_table(csv)
     optional = [params.id_column, params.split_column, params.dedupe_column, params.group_column,
                 *params.metadata_columns]
-    require_columns(table, [params.path_column, params.label_column, *params.where, *[c for c in optional if c]], csv)
+    require_columns(table, [*_path_columns(params), params.label_column, *params.where, *[c for c in optional if c]],
+                    csv)
     table = _apply_where(table, params.where, csv)
+    table = _with_template_paths(table, params, csv)
     table = table[~table[params.label_column].isin(excluded)]
     labels = _map_labels(table, params.label_column, label_index, excluded, csv)
     if params.dedupe_column:
@@ -184,3 +215,100 @@ def _splits(table: pd.DataFrame, params: ImageCsvParams, csv: Path) -> list[str]
             f"{sorted(mapping)} (set split_values to map it)"
         )
     return splits.tolist()
+
+
+# --- path templates and the finding-vs-no-finding mode --------------------------------------------------------------
+
+TEMPLATE_PATH = "_template_path"
+
+
+def _path_columns(params: ImageCsvParams) -> list[str]:
+    """The columns the relative path is made of: the template's fields, or path_column."""
+    if params.path_template is None:
+        return [params.path_column]
+    fields = [name for _, name, _, _ in string.Formatter().parse(params.path_template) if name]
+    if not fields:
+        raise ConfigError(f"data.params.path_template: {params.path_template!r} names no column; expected e.g. "
+                          "'{ImageDir}/{ImageID}'")
+    return fields
+
+
+def _with_template_paths(table: pd.DataFrame, params: ImageCsvParams, csv: Path) -> pd.DataFrame:
+    """With path_template: the path column replaced by the formatted template (params.path_column then reads it)."""
+    if params.path_template is None:
+        return table
+    fields = _path_columns(params)
+    for column in fields:
+        require_nonblank(table, column, csv)
+    paths = [params.path_template.format(**dict(zip(fields, values)))
+             for values in table[fields].itertuples(index=False, name=None)]
+    return table.assign(**{params.path_column: paths})
+
+
+def _build_findings(params: ImageCsvParams, csv: Path) -> Manifest:
+    if params.label_column or params.label_names or params.exclude_labels or params.dedupe_column:
+        raise ConfigError("data.params: finding (finding vs no finding) replaces label_column / label_names / "
+                          "exclude_labels / dedupe_column; set one mode or the other")
+    if bool(params.findings_column) == bool(params.finding_columns):
+        raise ConfigError("data.params: with finding, set exactly one of findings_column (the column listing a row's "
+                          "findings) and finding_columns (one 1/0/-1/blank column per finding, or ['*'])")
+    rule = F.FindingRule(params.finding, params.no_finding, other_findings=params.other_findings,
+                         uncertain=params.uncertain, readers=params.readers)
+    root = Path(params.image_root).expanduser().resolve() if params.image_root else csv.parent
+    table = read_table(csv)
+    optional = [params.id_column, params.split_column, params.group_column, params.reader_column,
+                params.findings_column, *params.metadata_columns]
+    used = [*_path_columns(params), *params.where, *[c for c in optional if c]]
+    require_columns(table, used, csv)
+    columns = _finding_columns(table, params, used, csv)
+    table = _apply_where(table, params.where, csv)
+    table = _with_template_paths(table, params, csv)
+    require_nonblank(table, params.path_column, csv)
+    table = table.assign(_id=_ids(table, params, csv))
+    if params.reader_column:
+        require_nonblank(table, params.reader_column, csv)
+    if columns:
+        F.check_names(rule, columns, f"{csv} (its finding columns)")
+        readings = [r[0] for r in F.column_readings(table, columns, csv)]
+    else:
+        readings = [F.Reading(frozenset(F.split_names(cell, params.findings_separators)))
+                    for cell in table[params.findings_column]]
+        F.check_names(rule, [n for r in readings for n in r.positive], f"{csv} column {params.findings_column!r}")
+    images: dict[str, dict[str, list[F.Reading]]] = {}  # id -> reader -> its readings (rows)
+    first: dict[str, int] = {}
+    for index, image_id, reading in zip(table.index, table["_id"], readings):
+        reader = table.at[index, params.reader_column] if params.reader_column else ""
+        images.setdefault(image_id, {}).setdefault(reader, []).append(reading)
+        first.setdefault(image_id, index)
+    ids = list(images)
+    labels = F.labels([[_pool(rows) for rows in images[i].values()] for i in ids], rule, str(csv))
+    kept = [(i, v) for i, v in zip(ids, labels) if v is not None]
+    rows = table.loc[[first[i] for i, _ in kept]]
+    refs = [row_ref(csv, i) for i in rows.index]
+    paths = [str(root / p) for p in rows[params.path_column]]
+    paths = checked_paths(paths, refs, [i for i, _ in kept], root, params.allow_outside_root, str(csv))
+    splits = _splits(rows, params, csv) if params.split_column else None
+    groups = group_ids(rows, params.group_column, csv) if params.group_column else None
+    frame = manifest_frame(ids=[i for i, _ in kept], labels=[v for _, v in kept], source="image_csv", paths=paths,
+                           splits=splits, groups=groups, metadata=metadata_rows(rows, params.metadata_columns, csv))
+    grouping = f"{params.group_column} (column of {csv.name})" if params.group_column else NO_GROUPS
+    return Manifest(frame, rule.class_names, f"{csv.parent.name}/{csv.stem}", grouping=grouping)
+
+
+def _pool(readings: list[F.Reading]) -> F.Reading:
+    """One reader's rows of one image as one reading (the union of its names; positive wins over uncertain)."""
+    positive = frozenset().union(*(r.positive for r in readings))
+    return F.Reading(positive, frozenset().union(*(r.uncertain for r in readings)) - positive)
+
+
+def _finding_columns(table: pd.DataFrame, params: ImageCsvParams, used: list[str], csv: Path) -> list[str]:
+    """The finding columns of the one-column-per-finding mode: as listed, or ["*"] = every column not used otherwise."""
+    if not params.finding_columns:
+        return []
+    if list(params.finding_columns) == ["*"]:
+        columns = [c for c in table.columns if c not in used]
+        if not columns:
+            raise DataError(f"{csv}: finding_columns ['*'] leaves no column; the file has {list(table.columns)}")
+        return columns
+    require_columns(table, params.finding_columns, csv)
+    return list(params.finding_columns)
