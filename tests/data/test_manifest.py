@@ -23,7 +23,7 @@ def _manifest(n=10, labels=None, splits=None, ids=None) -> Manifest:
 
 def test_frame_has_exactly_the_manifest_columns():
     assert tuple(_manifest().frame.columns) == MANIFEST_COLUMNS
-    assert set(SOURCES) == {"medmnist", "image_csv", "chexpert", "isic_challenge", "phantom"}
+    assert set(SOURCES) == {"medmnist", "image_csv", "chexpert", "isic_challenge", "phantom", "dicom", "nih_cxr14", "mimic_cxr"}
 
 
 def test_stratified_split_is_deterministic_and_stratified():

@@ -257,3 +257,25 @@ def test_lenient_settings_go_on_without_the_bad_file(tmp_path, caplog, folder, p
         m = build_manifest(dicom_cfg(root, csv, **params))
     assert len(m) == 7 and "series0/img0" not in set(m.frame["id"])
     assert log in caplog.text
+
+
+def test_dicom_file_symlinked_out_of_the_root_is_refused(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from meddiff.config import DataConfig
+    from meddiff.data.sources import build_manifest
+    from meddiff.errors import DataError
+    from tests.dicom_files import write_dicom
+
+    root = tmp_path / "root"
+    for i in range(4):
+        write_dicom(root / f"a{i}.dcm", np.full((8, 8), 10 * i, np.uint8), patient_id=f"P{i}")
+    write_dicom(tmp_path / "elsewhere" / "secret.dcm", np.zeros((8, 8), np.uint8))
+    (root / "link.dcm").symlink_to(tmp_path / "elsewhere" / "secret.dcm")
+    pd.DataFrame({"path": [f"a{i}.dcm" for i in range(4)] + ["link.dcm"], "y": [0, 1, 0, 1, 0]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    params = {"root": str(root), "labels_csv": str(tmp_path / "labels.csv"), "label_column": "y",
+              "label_names": {0: "neg", 1: "pos"}}
+    with pytest.raises(DataError, match=r"link.*outside|outside.*root"):
+        build_manifest(DataConfig(source="dicom", params=params, leakage_check="off"))

@@ -32,7 +32,7 @@ from typing import Any
 from meddiff.data.dicom_header import DATE_PRECISIONS, DicomHeader, has_dicom_magic, read_header
 from meddiff.data.manifest import NO_GROUPS, Manifest, manifest_frame
 from meddiff.data.sources.image_csv import _excluded, _label_index, _map_labels, _splits
-from meddiff.data.sources.tables import check_unique, read_table, require_columns, require_nonblank, row_ref
+from meddiff.data.sources.tables import check_unique, checked_paths, read_table, require_columns, require_nonblank, row_ref
 from meddiff.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ SHOWN = 5
 class DicomParams:
     """root: the folder of DICOM files. labels_csv / label_column / label_names / exclude_labels: the labels (see the
     module docstring). key: path | sop_instance_uid; key_column: its CSV column. unlabelled_files: error | ignore.
-    unreadable_files: error | skip. groups: patient | none. id_from: path | sop_instance_uid.
+    unreadable_files: error | skip. groups: patient | none. id_from: path | sop_instance_uid. allow_outside_root: allow
+    files (symlinks) that resolve outside root (see tables.checked_paths).
     date_precision: year | month | day of the study_date metadata. split_column / split_values: an official split
     in the labels CSV."""
 
@@ -60,6 +61,7 @@ class DicomParams:
     exclude_labels: tuple[Any, ...] = ()
     unlabelled_files: str = "error"
     unreadable_files: str = "error"
+    allow_outside_root: bool = False
     groups: str = "patient"
     id_from: str = "path"
     date_precision: str = "year"
@@ -176,6 +178,7 @@ def build(params: DicomParams, data_cfg: object = None) -> Manifest:
             own += 1
         groups.append(header.group or f"file-{row_id}")
     check_unique(ids, refs, "id")
+    paths = checked_paths(paths, refs, ids, root, params.allow_outside_root, str(csv))
     if params.groups == "none":
         groups = None
     elif own:

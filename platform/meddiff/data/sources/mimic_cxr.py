@@ -28,7 +28,7 @@ from meddiff.data.demographics import age_columns, parse_age_years, sex_code
 from meddiff.data.manifest import Manifest, manifest_frame
 from meddiff.data.sources import findings as F
 from meddiff.data.sources.nih_cxr14 import keep_present
-from meddiff.data.sources.tables import check_unique, read_table, require_columns, require_nonblank, row_ref
+from meddiff.data.sources.tables import check_unique, checked_paths, read_table, require_columns, require_nonblank, row_ref
 from meddiff.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class MimicCxrParams:
     official_split: bool = True
     patients_csv: str | None = None
     missing_images: str = "error"
+    allow_outside_root: bool = False
 
 
 def table_file(root: Path, name: str) -> Path:
@@ -144,7 +145,9 @@ def build(params: MimicCxrParams, data_cfg: object = None) -> Manifest:
             meta["view"] = view
         metadata.append(meta)
     splits = _splits(root, dicom_ids) if params.official_split else None
+    checked = checked_paths([str(paths[d]) for d in dicom_ids], [row_ref(csv, i) for i in table.index], dicom_ids,
+                            root, params.allow_outside_root, str(csv))
     frame = manifest_frame(ids=dicom_ids, labels=[study_labels[k] for k in keys], source="mimic_cxr",
-                           paths=[str(paths[d]) for d in dicom_ids], splits=splits, groups=[s for s, _ in keys],
+                           paths=checked, splits=splits, groups=[s for s, _ in keys],
                            metadata=metadata)
     return Manifest(frame, rule.class_names, f"mimic_cxr/{rule.class_names[1]}", grouping="patient (subject_id)")

@@ -28,7 +28,7 @@ import numpy as np
 from meddiff.data.demographics import age_columns, parse_age_years, sex_code
 from meddiff.data.manifest import UNSPLIT, Manifest, manifest_frame, stratified_group_split
 from meddiff.data.sources import findings as F
-from meddiff.data.sources.tables import check_unique, read_table, require_columns, require_nonblank, row_ref
+from meddiff.data.sources.tables import check_unique, checked_paths, read_table, require_columns, require_nonblank, row_ref
 from meddiff.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class NihCxr14Params:
     image_dirs: tuple[str, ...] = ("images*",)
     csv: str = "Data_Entry_2017.csv"
     missing_images: str = "error"
+    allow_outside_root: bool = False
 
 
 def image_index(root: Path, patterns: tuple[str, ...]) -> dict[str, Path]:
@@ -137,8 +138,9 @@ def build(params: NihCxr14Params, data_cfg: object = None) -> Manifest:
     meta = [metadata(a, s, v, ref) for a, s, v, ref in zip(get("Patient Age"), get("Patient Gender"),
                                                             get("View Position"), refs)]
     splits = _official(root, names, labels, groups, all_names, data_cfg) if params.official_split else None
-    frame = manifest_frame(ids=[Path(n).stem for n in names], labels=labels.tolist(), source="nih_cxr14",
-                           paths=[str(index[n]) for n in names], splits=splits, groups=groups.tolist(),
+    ids = [Path(n).stem for n in names]
+    paths = checked_paths([str(index[n]) for n in names], refs, ids, root, params.allow_outside_root, str(csv))
+    frame = manifest_frame(ids=ids, labels=labels.tolist(), source="nih_cxr14", paths=paths, splits=splits, groups=groups.tolist(),
                            metadata=meta)
     return Manifest(frame, rule.class_names, f"nih_cxr14/{rule.class_names[1]}", grouping="patient (Patient ID)")
 

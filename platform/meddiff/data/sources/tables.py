@@ -19,9 +19,11 @@ unless ``allow_outside_root`` is set, required to exist, and one file may not ap
 from __future__ import annotations
 
 import csv as csvlib
+import gzip
 import io
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -94,6 +96,11 @@ def read_table(path: Path, delimiter: str | None = None, allow_no_rows: bool = F
 
 def _decode(path: Path) -> str:
     raw = path.read_bytes()
+    if raw.startswith(b"\x1f\x8b"):  # gzip (MIMIC-CXR ships its tables as .csv.gz)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: a gzip file that cannot be decompressed ({exc}); expected a complete .csv.gz") from None
     raw = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
     try:
         return raw.decode("utf-8")
