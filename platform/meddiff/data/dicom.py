@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
 from pydicom.uid import UID
@@ -130,7 +131,7 @@ def read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels
     check_dicom_size(header, where, max_pixels)
     photometric, bits_allocated, bits_stored, signed = _check_pixel_description(header, where)
     syntax = _check_transfer_syntax(header, where)
-    ds = _read(source, where, stop_before_pixels=False)
+    ds = _read(source, where, stop_before_pixels=False, header_ok=True)
     if "PixelData" not in ds:
         others = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         found = f"only {others[0]}" if others else "no PixelData element"
@@ -169,7 +170,9 @@ def _head(source: Path | bytes, where: str) -> tuple[bytes, str]:
         raise DataError(f"{where}: cannot read the file ({type(exc).__name__}: {exc}); expected a readable file") from None
 
 
-def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool) -> Dataset:
+def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool, header_ok: bool = False) -> Dataset:
+    """Parse ``source``; ``header_ok`` says a header-only read already succeeded (so a dataset that comes back
+    without Rows now ended inside the pixel data: pydicom returns an empty dataset for a cut encapsulated file)."""
     head, name = _head(source, where)
     if not looks_like_dicom(head, name):
         raise DataError(
@@ -187,6 +190,16 @@ def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool) -> Data
             "file; re-export it from the PACS"
         ) from None
     if "Rows" not in ds and "Columns" not in ds:
+        if header_ok:
+            raise DataError(
+                f"{where}: pixel data is truncated: the file ends inside the pixel data (the header read fine); "
+                "expected a complete file; re-copy or re-export it"
+            )
+        if force and not any(dictionary_has_tag(tag) for tag in ds.keys()):
+            raise DataError(
+                f"{where}: not a DICOM file (first bytes {head[:8]!r}, no 'DICM' at byte {DICOM_MAGIC_OFFSET} and no "
+                "standard DICOM elements found); expected a DICOM Part 10 file (.dcm)"
+            )
         raise DataError(
             f"{where}: DICOM file has no Rows / Columns (not an image, or not DICOM at all); expected an image "
             "(e.g. a radiograph); drop it from the manifest"
