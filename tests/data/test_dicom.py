@@ -257,3 +257,61 @@ def test_header_and_size_check(tmp_path):
 )
 def test_looks_like_dicom(head, name, expected):
     assert looks_like_dicom(head, name) is expected
+
+
+def test_ybr_full_422_native_is_upsampled_and_converted(tmp_path):
+    import pydicom
+
+    # One row of two pixels stored as Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2); neutral chroma gives grey.
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((1, 2, 3), np.uint8), photometric="YBR_FULL_422")
+    ds = pydicom.dcmread(path)
+    ds.PixelData = bytes([50, 200, 128, 128])
+    ds.save_as(path)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 2, 3)), [[[50] * 3, [200] * 3]], atol=1.0)
+    assert result.steps == ("ybr_to_rgb", "bit_range")
+
+
+def test_jpeg_baseline_ybr_is_converted_once(tmp_path):
+    # pydicom's JPEG decoders return RGB for YBR_FULL_422 themselves; converting again would shift every colour.
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    rgb = np.stack([yy * 8, xx * 8, 255 - yy * 4], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
+    path = write_dicom(tmp_path / "a.dcm", rgb, photometric="YBR_FULL_422")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds.save_as(path)
+    result = _read(path)
+    reference = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float64)
+    assert np.abs(_check(result, (32, 32, 3)) - reference).mean() < 2.0
+    assert np.abs(result.pixels - rgb).mean() < 3.0
+    assert result.steps == ("ybr_to_rgb", "bit_range")
+
+
+def test_32_bit_allocated(tmp_path):
+    import pydicom
+
+    stored = np.array([[0, 1 << 20, (1 << 24) - 1]], np.uint32)
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((1, 3), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 24, 23
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 3)), stored / ((1 << 24) - 1) * 255, atol=1e-3)
+
+
+def test_monochrome1_inverts_after_the_window(tmp_path):
+    stored = np.array([[100, 2000, 4000]], np.uint16)
+    result = _read(write_dicom(tmp_path / "a.dcm", stored, bits_stored=12, photometric="MONOCHROME1", window=(2000, 1001)))
+    expected = [255 - _linear_window(v, 2000, 1001) for v in stored[0]]
+    np.testing.assert_allclose(_check(result, (1, 3))[0], expected, atol=1e-3)
+    assert result.steps == ("window", "invert")

@@ -282,6 +282,8 @@ def _check_transfer_syntax(ds: Dataset, where: str) -> UID:
 def _check_native_length(ds: Dataset, where: str, bits_allocated: int) -> None:
     """Uncompressed pixel data must hold Rows * Columns * SamplesPerPixel values of BitsAllocated bits (C.7.6.3.1.4)."""
     values = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+    if str(ds.PhotometricInterpretation).strip().upper() == "YBR_FULL_422":
+        values = values * 2 // 3  # two luma samples share one Cb and one Cr (PS3.3 C.7.6.3.1.2)
     expected = math.ceil(values * bits_allocated / 8)
     found = len(ds.PixelData)
     if found < expected:
