@@ -315,3 +315,25 @@ def test_monochrome1_inverts_after_the_window(tmp_path):
     expected = [255 - _linear_window(v, 2000, 1001) for v in stored[0]]
     np.testing.assert_allclose(_check(result, (1, 3))[0], expected, atol=1e-3)
     assert result.steps == ("window", "invert")
+
+
+def test_modality_lut_sequence(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    # PS3.3 C.11.1: 4 entries from stored value 0, 16-bit entries; stored values past the last entry take the last.
+    # The possible values after the LUT are its entries, 0..4095, so 4095 is white.
+    stored = np.array([[0, 1, 2, 3, 10]], np.uint16)
+    path = write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])  # LUTDescriptor
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "OW", np.array([0, 100, 2000, 4095], np.uint16).tobytes())  # LUTData
+    ds.ModalityLUTSequence = Sequence([item])
+    ds.save_as(path)
+    result = _read(path)
+    expected = np.array([0, 100, 2000, 4095, 4095]) / 4095 * 255
+    np.testing.assert_allclose(_check(result, (1, 5))[0], expected, atol=1e-3)
+    assert result.steps == ("modality_lut", "bit_range")

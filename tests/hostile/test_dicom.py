@@ -102,6 +102,17 @@ def _not_an_image(tmp_path):
     return path
 
 
+def _modality_lut_12_bit(ds):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 12])  # LUTDescriptor: 12-bit entries, but C.11.1.1.1 allows 8 or 16
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "OW", np.array([0, 1, 2, 3], np.uint16).tobytes())
+    ds.ModalityLUTSequence = Sequence([item])
+
+
 CASES = [
     ("multi-frame", lambda t: write_dicom(t / "f.dcm", np.zeros((3, 4, 4), np.uint16)),
      ["multi-frame file with 3 frames", "single-frame", "split the frames"]),
@@ -137,6 +148,8 @@ CASES = [
     ("voi-function-unknown", lambda t: _edit(t, _set(WindowCenter=100, WindowWidth=10, VOILUTFunction="LOG")),
      ["VOILUTFunction 'LOG' is not supported"]),
     ("rescale-slope-0", lambda t: _edit(t, _set(RescaleSlope=0, RescaleIntercept=0)), ["RescaleSlope is 0"]),
+    ("modality-lut-12-bit-entries", lambda t: _edit(t, _modality_lut_12_bit),
+     ["cannot apply the Modality LUT Sequence", "expected a valid LUT with 8- or 16-bit entries"]),
     ("zero-rows", lambda t: _edit(t, _set(Rows=0)), ["Rows=0", "expected at least 1 x 1"]),
 ]
 

@@ -44,7 +44,8 @@ from meddiff.errors import DataError
 
 DICOM_MAGIC_OFFSET = 128  # b"DICM" at bytes 128..132 in a file with a preamble (PS3.10 7.1)
 _MAGIC = b"DICM"
-_HEAD_BYTES = DICOM_MAGIC_OFFSET + len(_MAGIC)
+DICOM_HEAD_BYTES = DICOM_MAGIC_OFFSET + 4  # how many leading bytes looks_like_dicom needs to see the magic
+_HEAD_BYTES = DICOM_HEAD_BYTES
 _SUFFIXES = (".dcm", ".dicom")
 _NO_PREAMBLE_GROUPS = (0x0002, 0x0008)  # file meta group, or a dataset starting with the identifying group
 
@@ -82,7 +83,9 @@ class DicomPixels:
 
 def looks_like_dicom(head: bytes, name: str = "") -> bool:
     """True for a DICOM Part 10 file (b"DICM" at 128) or, without preamble, a file named *.dcm / *.dicom or whose
-    first bytes are a group 0x0002 or 0x0008 little-endian element tag (PS3.10 7.1, PS3.5 7.1)."""
+    first bytes are a group 0x0002 or 0x0008 little-endian element tag (PS3.10 7.1, PS3.5 7.1).
+
+    Pass at least the first ``DICOM_HEAD_BYTES`` (132) bytes of the file, or the magic cannot be seen."""
     head = bytes(head[:_HEAD_BYTES])
     if head[DICOM_MAGIC_OFFSET:_HEAD_BYTES] == _MAGIC:
         return True
@@ -346,14 +349,15 @@ def _modality(arr: np.ndarray, ds: Dataset, where: str, low: float, high: float)
     if "ModalityLUTSequence" in ds:
         try:
             values = apply_modality_lut(arr, ds).astype(np.float64)
-            lut = ds.ModalityLUTSequence[0]
-            out_bits = int(lut.LUTDescriptor[2])
+            entries, first = (int(v) for v in ds.ModalityLUTSequence[0].LUTDescriptor[:2])
+            # The values a LUT can produce are its entries (0 entries means 2^16, C.11.1.1.1).
+            table = apply_modality_lut(np.arange(first, first + (entries or 1 << 16), dtype=np.int64), ds)
         except Exception as exc:
             raise DataError(
                 f"{where}: cannot apply the Modality LUT Sequence ({type(exc).__name__}: {exc}); expected a valid "
-                "LUT (PS3.3 C.11.1)"
+                "LUT with 8- or 16-bit entries (PS3.3 C.11.1.1)"
             ) from None
-        return values, 0.0, float((1 << out_bits) - 1)
+        return values, float(table.min()), float(table.max())
     slope = _float_attr(ds, "RescaleSlope", where, 1.0)
     intercept = _float_attr(ds, "RescaleIntercept", where, 0.0)
     if slope == 0:
@@ -427,7 +431,7 @@ def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
             f"{where}: cannot apply the VOI LUT Sequence ({type(exc).__name__}: {exc}); expected a valid LUT "
             "(PS3.3 C.11.2.1.1)"
         ) from None
-    if not 1 <= out_bits <= 16:
+    if not 8 <= out_bits <= 16:
         raise DataError(f"{where}: VOI LUT entries of {out_bits} bits; expected 8..16 (PS3.3 C.11.2.1.1)")
     return mapped / float((1 << out_bits) - 1)
 
