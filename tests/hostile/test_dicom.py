@@ -16,6 +16,7 @@ from meddiff.data.dicom import check_dicom_size, read_dicom, read_dicom_header
 from meddiff.errors import DataError
 from tests.dicom_files import write_dicom
 
+DICOM_OFFSET = dicom.DICOM_MAGIC_OFFSET
 WHERE = "scans/a.dcm (manifest id 'a')"
 BUDGET = 10**6
 
@@ -208,3 +209,28 @@ def test_pixel_values_outside_bits_stored_after_decoding_are_refused(tmp_path, m
     monkeypatch.setattr(dicom, "_decode", lambda ds, syntax, where: (real(ds, syntax, where)[0] | 0x8000, "MONOCHROME2"))
     with pytest.raises(DataError, match=r"outside 0..4095 that BitsStored 12 \(unsigned\) allows"):
         read_dicom(_good(tmp_path), WHERE, BUDGET)
+
+
+@pytest.mark.parametrize("compression", [None, "rle"], ids=["native", "rle"])
+def test_corrupted_bytes_give_pixels_or_a_data_error(tmp_path, compression):
+    # Seeded random corruption of 1-3 bytes after the preamble, anywhere in the header or the pixel data: each read
+    # either gives valid display pixels or a DataError naming the file, never a pydicom / numpy / Rust exception.
+    stored = np.arange(1024, dtype=np.uint16).reshape(32, 32) * 4
+    kwargs = {"bits_stored": 12, "window": (2000, 1000), "slope": 1, "intercept": -10, "compression": compression}
+    original = write_dicom(tmp_path / "base.dcm", stored, **kwargs).read_bytes()
+    rng = np.random.default_rng(1234)
+    outcomes = {"pixels": 0, "refused": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for position in rng.integers(DICOM_OFFSET, len(data), size=rng.integers(1, 4)):
+            data[position] = rng.integers(0, 256)
+        try:
+            result = read_dicom(bytes(data), WHERE, BUDGET)
+        except DataError as exc:
+            assert str(exc).startswith(WHERE + ": ")
+            outcomes["refused"] += 1
+        else:
+            assert result.pixels.dtype == np.float32 and np.isfinite(result.pixels).all()
+            assert result.pixels.min() >= 0 and result.pixels.max() <= 255
+            outcomes["pixels"] += 1
+    assert outcomes["refused"] > 0 and outcomes["pixels"] > 0

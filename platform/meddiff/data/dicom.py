@@ -130,6 +130,18 @@ def check_dicom_size(ds: Dataset, where: str, max_pixels: int) -> tuple[int, int
 
 def read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels:
     """Decode one single-frame DICOM image to display pixels; see the module docstring for the pipeline."""
+    try:
+        return _read_dicom(source, where, max_pixels)
+    except DataError:
+        raise
+    except Exception as exc:  # a malformed element pydicom only parses on access (a 3-byte US, a bad sequence, ...)
+        raise DataError(
+            f"{where}: malformed DICOM file ({type(exc).__name__}: {exc}); expected a valid DICOM image; "
+            "re-export it from the PACS"
+        ) from None
+
+
+def _read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels:
     header = read_dicom_header(source, where)
     check_dicom_size(header, where, max_pixels)
     photometric, bits_allocated, bits_stored, signed = _check_pixel_description(header, where)
@@ -188,8 +200,9 @@ def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool, header_
         ds = pydicom.dcmread(stream, stop_before_pixels=stop_before_pixels, force=force)
         ds.get("Rows")  # force=True reads lazily enough that garbage can fail on the first access
     except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, struct.error, EOFError, ValueError, ...)
+        part = "the DICOM file after its header" if header_ok else "the DICOM header"
         raise DataError(
-            f"{where}: cannot parse the DICOM header ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
+            f"{where}: cannot parse {part} ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
             "file; re-export it from the PACS"
         ) from None
     if "Rows" not in ds and "Columns" not in ds:
@@ -300,7 +313,9 @@ def _decode(ds: Dataset, syntax: UID, where: str) -> tuple[np.ndarray, str]:
     """Stored values as pydicom decodes them, and the photometric interpretation they are in after decoding."""
     try:
         arr, meta = get_decoder(syntax).as_array(ds)
-    except Exception as exc:  # decoder plugins raise anything from ValueError to RuntimeError on corrupt data
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # plugins raise anything on corrupt data, pylibjpeg-rle even a Rust PanicException
         raise DataError(
             f"{where}: cannot decode the pixel data ({type(exc).__name__}: {exc}); expected complete pixel data "
             f"encoded as its transfer syntax {syntax} ({syntax.name}) says; re-export the file"
