@@ -159,11 +159,13 @@ def _read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixel
     if photometric in _MONOCHROME:
         x = _grayscale(arr, ds, where, bits_stored, signed, steps)
         if photometric == "MONOCHROME1":
-            x = 1.0 - x
+            np.subtract(1.0, x, out=x)
             steps.append("invert")
     else:
         x = _colour(arr, ds, where, photometric, decoded_photometric, bits_stored, steps)
-    out = np.clip(x * 255.0, 0.0, 255.0).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)  # a no-op: every step above works in float32 (4 bytes per value)
+    x *= 255.0
+    out = np.clip(x, 0.0, 255.0, out=x)
     if not np.isfinite(out).all():
         raise DataError(f"{where}: pixel pipeline produced non-finite values; expected finite pixels (check the LUTs)")
     return DicomPixels(pixels=out, steps=tuple(steps), bits_stored=bits_stored, photometric=photometric)
@@ -344,7 +346,7 @@ def _check_stored_range(arr: np.ndarray, where: str, bits_stored: int, signed: b
 
 def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signed: bool, steps: list[str]) -> np.ndarray:
     low, high = _stored_range(bits_stored, signed)
-    values = arr.astype(np.float64)
+    values = arr.astype(np.float32)
     if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
         values, low, high = _modality(arr, ds, where, low, high)
         steps.append("modality_lut")
@@ -356,14 +358,18 @@ def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signe
         steps.append("window")
         return _window(values, *window)
     steps.append("bit_range")
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if high <= low:
+        return np.zeros_like(values)
+    values -= low
+    values /= high - low
+    return values
 
 
 def _modality(arr: np.ndarray, ds: Dataset, where: str, low: float, high: float) -> tuple[np.ndarray, float, float]:
     """Apply the Modality LUT (C.11.1) and return the values and the range the stored range maps to."""
     if "ModalityLUTSequence" in ds:
         try:
-            values = apply_modality_lut(arr, ds).astype(np.float64)
+            values = apply_modality_lut(arr, ds).astype(np.float32)
             entries, first = (int(v) for v in ds.ModalityLUTSequence[0].LUTDescriptor[:2])
             # The values a LUT can produce are its entries (0 entries means 2^16, C.11.1.1.1).
             table = apply_modality_lut(np.arange(first, first + (entries or 1 << 16), dtype=np.int64), ds)
@@ -377,7 +383,9 @@ def _modality(arr: np.ndarray, ds: Dataset, where: str, low: float, high: float)
     intercept = _float_attr(ds, "RescaleIntercept", where, 0.0)
     if slope == 0:
         raise DataError(f"{where}: RescaleSlope is 0 (every pixel the same value); expected a non-zero slope")
-    values = arr.astype(np.float64) * slope + intercept
+    values = arr.astype(np.float32)
+    values *= slope
+    values += intercept
     ends = (low * slope + intercept, high * slope + intercept)
     return values, min(ends), max(ends)
 
@@ -420,16 +428,23 @@ def _first_window(ds: Dataset, where: str) -> tuple[float, float, str] | None:
 def _window(x: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
     """A window mapped to [0, 1] (PS3.3 C.11.2.1.2.1 LINEAR, C.11.2.1.3.2 LINEAR_EXACT, C.11.2.1.3.1 SIGMOID)."""
     if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - centre) / width, -700.0, 700.0)))
+        exponent = np.clip(x - centre, -20.0 * width, 20.0 * width)  # exp(80) still fits in float32
+        exponent *= -4.0 / width
+        return 1.0 / (1.0 + np.exp(exponent))
     if function == "LINEAR_EXACT":
-        return np.clip((x - centre) / width + 0.5, 0.0, 1.0)
-    # LINEAR: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1; else ((x - (c - 0.5)) / (w-1) + 0.5)
-    lower = centre - 0.5 - (width - 1.0) / 2.0
-    upper = centre - 0.5 + (width - 1.0) / 2.0
+        y = x - centre
+        y /= width
+        y += 0.5
+        return np.clip(y, 0.0, 1.0, out=y)
+    # LINEAR: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1; else ((x - (c - 0.5)) / (w-1) + 0.5).
+    # For w > 1 the middle expression is <= 0 exactly when x <= the lower bound and > 1 exactly above the upper one,
+    # so clipping it to [0, 1] is the same function with one temporary instead of three.
     if width == 1.0:
-        return (x > upper).astype(np.float64)
-    inside = (x - (centre - 0.5)) / (width - 1.0) + 0.5
-    return np.where(x <= lower, 0.0, np.where(x > upper, 1.0, inside))
+        return (x > centre - 0.5).astype(np.float32)
+    y = x - (centre - 0.5)
+    y /= width - 1.0
+    y += 0.5
+    return np.clip(y, 0.0, 1.0, out=y)
 
 
 def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
@@ -438,7 +453,7 @@ def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
         item = ds.VOILUTSequence[0]
         out_bits = int(item.LUTDescriptor[2])
         # apply_voi_lut indexes the LUT by the (modality-transformed) value; it expects integers.
-        mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float64)
+        mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float32)
     except DataError:
         raise
     except Exception as exc:
@@ -467,11 +482,11 @@ def _colour(
                 "Color Lookup Tables (PS3.3 C.7.9)"
             ) from None
         steps.append("palette")
-        return rgb.astype(np.float64) / float((1 << (16 if bits == 16 else 8)) - 1)
+        return rgb.astype(np.float32) / float((1 << (16 if bits == 16 else 8)) - 1)
     if photometric.startswith("YBR"):
         if decoded.startswith("YBR"):
             arr = convert_color_space(arr, decoded, "RGB")
         steps.append("ybr_to_rgb")
     low, high = _stored_range(bits_stored, False)
     steps.append("bit_range")
-    return arr.astype(np.float64) / high
+    return arr.astype(np.float32) / high
