@@ -337,3 +337,26 @@ def test_modality_lut_sequence(tmp_path):
     expected = np.array([0, 100, 2000, 4095, 4095]) / 4095 * 255
     np.testing.assert_allclose(_check(result, (1, 5))[0], expected, atol=1e-3)
     assert result.steps == ("modality_lut", "bit_range")
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit-vr", "explicit-vr"])
+def test_bare_dataset_without_file_meta(tmp_path, implicit):
+    # No preamble and no group 0002 (a raw dataset dump starting at group 0008): recognised by its first tag.
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    stored = np.array([[0, 4095], [7, 2048]], np.uint16)
+    ds = pydicom.dcmread(write_dicom(tmp_path / "a.dcm", stored, bits_stored=12))
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    assert data[:2] == b"\x08\x00" and looks_like_dicom(data)
+    np.testing.assert_allclose(_check(read_dicom(data, "dump", BUDGET), (2, 2)), stored / 4095 * 255, atol=1e-3)
+
+
+def test_signed_16_bit_without_rescale_uses_the_signed_range(tmp_path):
+    stored = np.array([[-32768, -1, 0, 32767]], np.int16)
+    result = _read(write_dicom(tmp_path / "a.dcm", stored, signed=True))
+    np.testing.assert_allclose(_check(result, (1, 4))[0], (stored[0] + 32768.0) / 65535 * 255, atol=1e-3)
