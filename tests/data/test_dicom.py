@@ -137,7 +137,9 @@ def test_voi_lut_function_variants(tmp_path, function):
         expected = np.clip((x - 1000) / 400 + 0.5, 0, 1) * 255
     else:  # C.11.2.1.3.1
         expected = 255 / (1 + np.exp(-4 * (x - 1000) / 400))
-    np.testing.assert_allclose(_check(_read(path), (1, 4))[0], expected, atol=1e-3)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 4))[0], expected, atol=1e-3)
+    assert result.steps == ("window_" + function.lower(),)
 
 
 def test_voi_lut_sequence_is_used_before_the_window(tmp_path):

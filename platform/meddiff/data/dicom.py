@@ -22,7 +22,9 @@ model sees what the modality meant to show:
        its BitsStored;
     7. x * 255 as float32, clipped to [0, 255], finite.
 
-``DicomPixels.steps`` records what was applied, in order, for provenance. Every failure is a ``DataError`` whose
+``DicomPixels.steps`` records what was applied, in order, for provenance: ``modality_lut``; one of ``voi_lut``,
+``window`` (LINEAR), ``window_linear_exact``, ``window_sigmoid`` or ``bit_range`` (no VOI: the possible range); then
+``invert`` (MONOCHROME1); for colour ``ybr_to_rgb`` or ``palette``, then ``bit_range``. The pipeline works in float32. Every failure is a ``DataError`` whose
 message starts with ``where`` and says what was found, what was expected and what to do.
 """
 
@@ -53,6 +55,7 @@ PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422",
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _BITS_ALLOCATED = (1, 8, 16, 32)
 _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_WINDOW_STEPS = {"LINEAR": "window", "LINEAR_EXACT": "window_linear_exact", "SIGMOID": "window_sigmoid"}
 
 # Which pip package decodes which compressed transfer syntax (pydicom's own plugins; gdcm covers most of them too).
 _DECODER_PACKAGES = {
@@ -203,8 +206,9 @@ def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool, header_
         ds.get("Rows")  # force=True reads lazily enough that garbage can fail on the first access
     except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, struct.error, EOFError, ValueError, ...)
         part = "the DICOM file after its header" if header_ok else "the DICOM header"
+        problem = " (truncated or corrupt pixel data?)" if header_ok else ""
         raise DataError(
-            f"{where}: cannot parse {part} ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
+            f"{where}: cannot parse {part}{problem} ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
             "file; re-export it from the PACS"
         ) from None
     if "Rows" not in ds and "Columns" not in ds:
@@ -355,7 +359,7 @@ def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signe
         return _voi_lut(values, ds, where)
     window = _first_window(ds, where)
     if window is not None:
-        steps.append("window")
+        steps.append(_WINDOW_STEPS[window[2]])
         return _window(values, *window)
     steps.append("bit_range")
     if high <= low:
