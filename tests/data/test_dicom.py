@@ -143,7 +143,8 @@ def test_voi_lut_function_variants(tmp_path, function):
 
 
 def test_voi_lut_sequence_is_used_before_the_window(tmp_path):
-    # LUT of 4 entries starting at stored value 10, 16-bit output; values below 10 take the first entry, above 13 the last.
+    # LUT of 4 entries starting at stored value 10, 16-bit output; values below 10 take the first entry, above 13
+    # the last.
     lut = [0, 1000, 30000, 65535]
     stored = np.array([[0, 10, 11, 12, 13, 200]], np.uint16)
     result = _read(write_dicom(tmp_path / "a.dcm", stored, voi_lut=lut, voi_lut_first=10, window=(5, 2)))
@@ -185,7 +186,8 @@ def test_without_preamble_from_bytes_and_from_path(tmp_path):
     np.testing.assert_array_equal(from_bytes.pixels, from_path.pixels)
     np.testing.assert_allclose(from_path.pixels, stored / 4095 * 255, atol=1e-3)
     # with the preamble, the same pixels
-    np.testing.assert_array_equal(_read(write_dicom(tmp_path / "p.dcm", stored, bits_stored=12)).pixels, from_path.pixels)
+    with_preamble = _read(write_dicom(tmp_path / "p.dcm", stored, bits_stored=12))
+    np.testing.assert_array_equal(with_preamble.pixels, from_path.pixels)
 
 
 def test_without_preamble_under_another_name(tmp_path):
@@ -313,7 +315,8 @@ def test_32_bit_allocated(tmp_path):
 
 def test_monochrome1_inverts_after_the_window(tmp_path):
     stored = np.array([[100, 2000, 4000]], np.uint16)
-    result = _read(write_dicom(tmp_path / "a.dcm", stored, bits_stored=12, photometric="MONOCHROME1", window=(2000, 1001)))
+    path = write_dicom(tmp_path / "a.dcm", stored, bits_stored=12, photometric="MONOCHROME1", window=(2000, 1001))
+    result = _read(path)
     expected = [255 - _linear_window(v, 2000, 1001) for v in stored[0]]
     np.testing.assert_allclose(_check(result, (1, 3))[0], expected, atol=1e-3)
     assert result.steps == ("window", "invert")

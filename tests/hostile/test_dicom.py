@@ -123,7 +123,8 @@ CASES = [
     ("bits-allocated-12", lambda t: _edit(t, _set(BitsAllocated=12)), ["BitsAllocated is 12", "expected one of"]),
     ("photometric-hsv", lambda t: _edit(t, _set(PhotometricInterpretation="HSV")),
      ["PhotometricInterpretation 'HSV' is not supported", "MONOCHROME2"]),
-    ("photometric-missing", lambda t: _edit(t, _delete("PhotometricInterpretation")), ["'(missing)'", "expected one of"]),
+    ("photometric-missing", lambda t: _edit(t, _delete("PhotometricInterpretation")),
+     ["'(missing)'", "expected one of"]),
     ("samples-per-pixel-4", lambda t: _edit(t, _set(SamplesPerPixel=4)), ["SamplesPerPixel is 4", "expected 1"]),
     ("rgb-with-one-sample", lambda t: _edit(t, _set(PhotometricInterpretation="RGB")),
      ["RGB with SamplesPerPixel 1", "expected 3"]),
@@ -206,7 +207,10 @@ def test_syntax_whose_decoder_is_not_installed_names_the_package(tmp_path, monke
 def test_pixel_values_outside_bits_stored_after_decoding_are_refused(tmp_path, monkeypatch):
     # A decoder plugin that did not mask the bits above HighBit would give values BitsStored cannot hold.
     real = dicom._decode
-    monkeypatch.setattr(dicom, "_decode", lambda ds, syntax, where: (real(ds, syntax, where)[0] | 0x8000, "MONOCHROME2"))
+    def unmasked(ds, syntax, where):
+        return real(ds, syntax, where)[0] | 0x8000, "MONOCHROME2"
+
+    monkeypatch.setattr(dicom, "_decode", unmasked)
     with pytest.raises(DataError, match=r"outside 0..4095 that BitsStored 12 \(unsigned\) allows"):
         read_dicom(_good(tmp_path), WHERE, BUDGET)
 

@@ -24,7 +24,8 @@ model sees what the modality meant to show:
 
 ``DicomPixels.steps`` records what was applied, in order, for provenance: ``modality_lut``; one of ``voi_lut``,
 ``window`` (LINEAR), ``window_linear_exact``, ``window_sigmoid`` or ``bit_range`` (no VOI: the possible range); then
-``invert`` (MONOCHROME1); for colour ``ybr_to_rgb`` or ``palette``, then ``bit_range``. The pipeline works in float32. Every failure is a ``DataError`` whose
+``invert`` (MONOCHROME1); for colour ``ybr_to_rgb`` or ``palette``, then ``bit_range``. The pipeline works in float32.
+Every failure is a ``DataError`` whose
 message starts with ``where`` and says what was found, what was expected and what to do.
 """
 
@@ -187,7 +188,9 @@ def _head(source: Path | bytes, where: str) -> tuple[bytes, str]:
         with path.open("rb") as handle:
             return handle.read(_HEAD_BYTES), path.name
     except OSError as exc:
-        raise DataError(f"{where}: cannot read the file ({type(exc).__name__}: {exc}); expected a readable file") from None
+        raise DataError(
+            f"{where}: cannot read the file ({type(exc).__name__}: {exc}); expected a readable file"
+        ) from None
 
 
 def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool, header_ok: bool = False) -> Dataset:
@@ -289,8 +292,8 @@ def _check_transfer_syntax(ds: Dataset, where: str) -> UID:
         decoder = get_decoder(syntax)
     except NotImplementedError:
         raise DataError(
-            f"{where}: transfer syntax {label} has no pixel data decoder; expected uncompressed, RLE, JPEG or JPEG 2000 "
-            "pixel data; convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) or install python-gdcm if it decodes it"
+            f"{where}: transfer syntax {label} has no pixel data decoder; expected uncompressed, RLE, JPEG or "
+            "JPEG 2000 pixel data; convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) or install python-gdcm if it decodes it"
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(syntax), "python-gdcm")
@@ -341,14 +344,17 @@ def _check_stored_range(arr: np.ndarray, where: str, bits_stored: int, signed: b
     if arr.size and (arr.min() < low or arr.max() > high):
         raise DataError(
             f"{where}: decoded values span {arr.min()}..{arr.max()}, outside {low}..{high} that BitsStored "
-            f"{bits_stored} ({'signed' if signed else 'unsigned'}) allows; the header is inconsistent, re-export the file"
+            f"{bits_stored} ({'signed' if signed else 'unsigned'}) allows; the header is inconsistent, "
+            "re-export the file"
         )
 
 
 # -- grayscale: Modality LUT, VOI LUT (C.11.1, C.11.2) ----------------------------------------------------------------
 
 
-def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signed: bool, steps: list[str]) -> np.ndarray:
+def _grayscale(
+    arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signed: bool, steps: list[str]
+) -> np.ndarray:
     low, high = _stored_range(bits_stored, signed)
     values = arr.astype(np.float32)
     if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
