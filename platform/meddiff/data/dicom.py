@@ -293,7 +293,7 @@ def _check_transfer_syntax(ds: Dataset, where: str) -> UID:
     except NotImplementedError:
         raise DataError(
             f"{where}: transfer syntax {label} has no pixel data decoder; expected uncompressed, RLE, JPEG or "
-            "JPEG 2000 pixel data; convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) or install python-gdcm if it decodes it"
+            "JPEG 2000 pixel data; convert the file (e.g. `gdcmconv --raw`) or install python-gdcm if it decodes it"
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(syntax), "python-gdcm")
