@@ -13,8 +13,8 @@ model sees what the modality meant to show:
     4. VOI LUT (PS3.3 C.11.2): a VOI LUT Sequence if present, else the FIRST window (WindowCenter / WindowWidth may be
        multi-valued) with VOILUTFunction LINEAR (C.11.2.1.2.1), LINEAR_EXACT (C.11.2.1.3.2) or SIGMOID
        (C.11.2.1.3.1), mapped to [0, 1]; else no window: the *possible* range of the values after the modality LUT
-       (from BitsStored, PixelRepresentation, slope and intercept, or the Modality LUT's entries) maps to [0, 1] - never the image's own min/max,
-       which would stretch every image differently and hide contrast;
+       (from BitsStored, PixelRepresentation, slope and intercept, or the Modality LUT's entries) maps to [0, 1] -
+       never the image's own min/max, which would stretch every image differently and hide contrast;
     5. MONOCHROME1 (PS3.3 C.7.6.3.1.2: minimum value is white): 1 - x after the VOI, so bone is bright as in
        MONOCHROME2;
     6. colour: YBR_FULL / YBR_FULL_422 -> RGB (PS3.3 C.7.6.3.1.2; pydicom's decoders convert some compressed syntaxes
