@@ -128,7 +128,7 @@ class NetworkPredictor(Predictor):
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.model.network.to(self.device).eval()
-        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
         self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
         self._code_version = code_version()
 
