@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,118 @@ def test_decoder_params_are_checked():
         ImageDecoder(image_size=16, channels=2)
     with pytest.raises(ConfigError, match="image_size"):
         ImageDecoder(image_size=0, channels=1)
+
+
+def _png_with_sbit(path, pixels, bits):
+    """A 16-bit grayscale PNG whose sBIT chunk says ``bits`` significant bits (inserted after IHDR by hand)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    data = buf.getvalue()
+    ihdr_end = 8 + 8 + 13 + 4
+    chunk = struct.pack(">I", 1) + b"sBIT" + bytes([bits])
+    chunk += struct.pack(">I", zlib.crc32(b"sBIT" + bytes([bits])))
+    path.write_bytes(data[:ihdr_end] + chunk + data[ihdr_end:])
+    return path
+
+
+def test_pad_letterboxes_centred_on_black(tmp_path):
+    wide = _save(tmp_path / "wide.png", Image.new("L", (32, 16), 200))
+    x, note = ImageDecoder(16, 1, aspect="pad").decode_row_noted(_row(wide))
+    grey = 200 / 127.5 - 1
+    assert (x[0, :4] == -1).all() and (x[0, 12:] == -1).all()  # two black bars of (16 - 8) / 2 = 4 rows
+    assert torch.allclose(x[0, 4:12], torch.tensor(grey), atol=1e-5)
+    assert note == "PNG 32x16; pad 32x16 -> 16"
+    tall = _save(tmp_path / "tall.png", Image.new("L", (10, 40), 255))  # 10 x 40 -> 4 x 16, bars of 6 columns
+    x = ImageDecoder(16, 3, aspect="pad").decode_row(_row(tall))
+    assert (x[:, :, :6] == -1).all() and (x[:, :, 10:] == -1).all() and torch.allclose(x[:, :, 6:10], torch.tensor(1.0))
+
+
+def test_crop_keeps_the_centre_and_stretch_keeps_everything(tmp_path):
+    pixels = np.zeros((16, 48), np.uint8)
+    pixels[:, 16:32] = 255  # the centre square is white, the sides black and grey
+    pixels[:, 32:] = 100
+    path = _save(tmp_path / "strip.png", Image.fromarray(pixels))
+    x, note = ImageDecoder(8, 1, aspect="crop").decode_row_noted(_row(path))
+    assert (x == 1).all() and note.endswith("crop 48x16 -> 8")
+    stretched = ImageDecoder(8, 1, aspect="stretch").decode_row(_row(path))
+    assert stretched[0, :, 0].max() < -0.9 and stretched[0, :, 4].min() > 0.9
+    assert abs(float(stretched[0, 0, 7]) - (100 / 127.5 - 1)) < 0.05
+
+
+def test_exif_orientation_is_applied_first(tmp_path):
+    pixels = np.zeros((8, 16), np.uint8)
+    pixels[:, :8] = 255  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": the stored left edge becomes the top
+    path = _save(tmp_path / "phone.jpg", Image.fromarray(pixels).convert("RGB"), exif=exif, quality=95)
+    x, note = ImageDecoder(16, 1, aspect="stretch").decode_row_noted(_row(path))
+    assert x[0, :6].mean() > 0.9 and x[0, -6:].mean() < -0.9  # upright: white on top, black below
+    assert "exif rotate 90" in note
+    plain = _save(tmp_path / "plain.jpg", Image.fromarray(pixels).convert("RGB"), quality=95)
+    y = ImageDecoder(16, 1, aspect="stretch").decode_row(_row(plain))
+    assert y[0, :, :6].mean() > 0.9 and y[0, :, -6:].mean() < -0.9  # no tag: as stored
+
+
+def test_twelve_bit_in_sixteen_uses_the_full_range(tmp_path):
+    pixels = np.array([[0, 4095], [2048, 4095]], np.uint16).repeat(4, 0).repeat(4, 1)
+    path = _save(tmp_path / "12bit.png", Image.fromarray(pixels))
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(path))
+    assert x[0, 0, 0] == -1 and x[0, 0, 7] == 1 and abs(float(x[0, 7, 0]) - (2048 * 255 / 4095 / 127.5 - 1)) < 1e-5
+    assert "bits 12 (max value)" in note
+
+
+def test_png_sbit_is_honoured(tmp_path):
+    pixels = np.full((8, 8), 1000, np.uint16)  # would read as 10-bit by its maximum; sBIT says 12
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(_png_with_sbit(tmp_path / "sbit.png", pixels, 12)))
+    assert "bits 12 (sBIT)" in note
+    assert torch.allclose(x, torch.tensor(1000 * 255 / 4095 / 127.5 - 1), atol=1e-5)
+
+
+def test_sixteen_bit_tiff_by_tags_and_by_range(tmp_path):
+    pixels = np.array([[0, 1023], [512, 1023]], np.uint16).repeat(4, 0).repeat(4, 1)
+    tagged = tmp_path / "tagged.tif"
+    Image.fromarray(pixels).save(tagged, tiffinfo={341: 1023})  # SMaxSampleValue
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(tagged))
+    assert "bits 10 (SMaxSampleValue)" in note and x[0, 0, 7] == 1 and x[0, 0, 0] == -1
+    plain = _save(tmp_path / "plain.tif", Image.fromarray(pixels * 16))  # 14-bit range, no tag
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(plain))
+    assert "bits 14 (max value)" in note and abs(float(x[0, 0, 7]) - (16368 * 255 / 16383 / 127.5 - 1)) < 1e-5
+
+
+def test_jpeg_is_decoded_by_libjpeg_at_a_reduced_scale(tmp_path):
+    path = _save(tmp_path / "big.jpg", Image.new("RGB", (400, 200), (90, 90, 90)))
+    x, note = ImageDecoder(32, 1, aspect="crop").decode_row_noted(_row(path))
+    assert "jpeg draft 400x200 -> 100x50" in note and note.endswith("crop 100x50 -> 32")  # 1/4 keeps >= 32 per side
+    assert torch.allclose(x, torch.tensor(90 / 127.5 - 1), atol=0.02)
+
+
+def test_decode_batch_noted_returns_a_note_per_row(tmp_path):
+    good = _save(tmp_path / "g.png", Image.new("L", (20, 10), 50))
+    images, errors, notes = ImageDecoder(8, 1, aspect="pad").decode_batch_noted([_row(good), _row(tmp_path / "x.png")])
+    assert errors[0] is None and "does not exist" in errors[1]
+    assert notes == ["PNG 20x10; pad 20x10 -> 8", None]
+
+
+def test_aspect_and_budget_are_validated_and_come_from_the_config():
+    from meddiff.config import DataConfig
+
+    with pytest.raises(ConfigError, match="aspect: expected one of pad, crop, stretch, got 'squash'"):
+        ImageDecoder(16, 1, aspect="squash")
+    with pytest.raises(ConfigError, match="max_pixels"):
+        ImageDecoder(16, 1, max_pixels=0)
+    decoder = ImageDecoder.from_config(DataConfig(image_size=16, aspect="crop", max_pixels=1000))
+    assert (decoder.aspect, decoder.max_pixels) == ("crop", 1000)
+    assert ImageDecoder.from_config(DataConfig()).aspect == "pad"
+
+
+def test_a_bundle_without_aspect_keeps_stretch():
+    old = {"config": {"data": {"image_size": 16, "channels": 1}}}  # written before data.aspect existed
+    assert ImageDecoder.for_model(16, 1, old).aspect == "stretch"
+    new = {"config": {"data": {"image_size": 16, "channels": 1, "aspect": "pad", "max_pixels": 5000}}}
+    assert (ImageDecoder.for_model(16, 1, new).aspect, ImageDecoder.for_model(16, 1, new).max_pixels) == ("pad", 5000)
+    assert ImageDecoder.for_model(16, 1, None).aspect == "stretch"
+    with pytest.raises(ConfigError, match="data.aspect: expected one of pad, crop, stretch"):
+        ImageDecoder.for_model(16, 1, {"config": {"data": {"aspect": "fit"}}})

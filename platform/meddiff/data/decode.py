@@ -210,7 +210,8 @@ class ImageDecoder:
         if self.aspect == "crop":
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2
-            return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+            # crop first: resize(box=...) would blend in pixels just outside the square
+            return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
         # pad: the longer side becomes image_size, the image is centred on black (0 in every mode used here)
         scale = size / max(width, height)
         inner = (max(1, round(width * scale)), max(1, round(height * scale)))
