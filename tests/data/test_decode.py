@@ -271,3 +271,16 @@ def test_a_bundle_without_aspect_keeps_stretch():
     assert ImageDecoder.for_model(16, 1, None).aspect == "stretch"
     with pytest.raises(ConfigError, match="data.aspect: expected one of pad, crop, stretch"):
         ImageDecoder.for_model(16, 1, {"config": {"data": {"aspect": "fit"}}})
+
+
+def test_dicom_is_recognised_by_content_without_a_suffix(tmp_path):
+    from tests.dicom_files import write_dicom
+
+    pixels = np.array([[0, 4095], [4095, 0]], np.uint16).repeat(8, 0).repeat(8, 1)  # 16 x 16, 12-bit
+    path = write_dicom(tmp_path / "IM000001", pixels, bits_stored=12)  # hospital export: no suffix
+    x, note = ImageDecoder(8, 3).decode_row_noted(_row(path))
+    _check(x, 3, 8)
+    assert x[:, 0, 0].eq(-1).all() and x[:, 0, 7].eq(1).all() and torch.equal(x[0], x[1])
+    assert note.startswith("DICOM MONOCHROME2 16x16") and "bits 12" in note and note.endswith("stretch 16x16 -> 8")
+    y = ImageDecoder(8, 1).decode_bytes(path.read_bytes(), "upload")
+    assert torch.equal(y[0], x[0])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from meddiff.config import ASPECTS, DEFAULT_MAX_PIXELS
 from meddiff.errors import ConfigError, DataError, ImageFormatError
+from meddiff.data.dicom import looks_like_dicom, read_dicom
 from meddiff.data.npz import cached_npz_key
 from meddiff.data.phantoms import PHANTOM_SCHEME, parse_phantom_uri, render_phantom
 
@@ -244,9 +246,11 @@ def open_checked(source: Path | bytes, where: str, max_pixels: int, head: bytes 
             raise DataError(f"{where}: cannot decode image (the {kind} header is broken); expected a complete image "
                             f"file ({ACCEPTED_TEXT}); re-export it or drop it from the manifest") from None
         raise ImageFormatError(f"{where}: {kind} is not accepted; expected {ACCEPTED_TEXT}") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{where}: the image is too large to decode ({exc}); the budget is data.max_pixels = "
-                        f"{max_pixels} pixels") from None
+    except Image.DecompressionBombError as exc:  # PIL's guard (over twice the budget) fired inside open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "over twice the budget"
+        raise DataError(f"{where}: the image is {size}; the budget is data.max_pixels = {max_pixels} pixels; "
+                        "downscale it first (or raise data.max_pixels)") from None
     except _DECODE_ERRORS as exc:
         raise DataError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); expected a complete image file "
                         f"({ACCEPTED_TEXT}); re-export it or drop it from the manifest") from None
@@ -306,28 +310,20 @@ def _head(source: Path | bytes) -> bytes:
 
 
 def _is_dicom(head: bytes, name: Path | str) -> bool:
-    try:
-        from meddiff.data.dicom import looks_like_dicom
-    except ModuleNotFoundError:  # meddiff.data.dicom not merged yet: the DICOM magic only, refused in _dicom_image
-        return head[128:132] == b"DICM"
     return looks_like_dicom(head, str(name))
 
 
 def _dicom_image(source: Path | bytes, where: str, max_pixels: int) -> tuple[Image.Image, list[str]]:
     """A DICOM file through ``meddiff.data.dicom`` (which refuses frames and over-budget sizes before decoding): pixels
     on 0..255 as "F" (grayscale) or 8-bit "RGB", and its steps."""
-    try:
-        from meddiff.data.dicom import read_dicom
-    except ModuleNotFoundError:
-        raise ImageFormatError(f"{where}: DICOM is not accepted by this installation (meddiff.data.dicom is missing); "
-                               "export the image as PNG") from None
     dicom = read_dicom(source, where, max_pixels)
     pixels = np.asarray(dicom.pixels, dtype=np.float32)
     if pixels.ndim == 3:
         image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     else:
         image = Image.fromarray(np.ascontiguousarray(pixels), "F")
-    return image, ["DICOM", *dicom.steps]
+    height, width = pixels.shape[:2]
+    return image, [f"DICOM {dicom.photometric} {width}x{height}", *dicom.steps, f"bits {dicom.bits_stored}"]
 
 
 def _sixteen_bit_to_float(image: Image.Image, source: Path | bytes, where: str) -> tuple[Image.Image, str]:
