@@ -158,13 +158,13 @@ def test_decoder_params_are_checked():
         ImageDecoder(image_size=0, channels=1)
 
 
-def _png_with_sbit(path, pixels, bits):
+def _png_with_sbit(path, pixels, bits, **save):
     """A 16-bit grayscale PNG whose sBIT chunk says ``bits`` significant bits (inserted after IHDR by hand)."""
     import struct
     import zlib
 
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
+    Image.fromarray(pixels).save(buf, "PNG", **save)
     data = buf.getvalue()
     ihdr_end = 8 + 8 + 13 + 4
     chunk = struct.pack(">I", 1) + b"sBIT" + bytes([bits])
@@ -284,3 +284,15 @@ def test_dicom_is_recognised_by_content_without_a_suffix(tmp_path):
     assert note.startswith("DICOM MONOCHROME2 16x16") and "bits 12" in note and note.endswith("stretch 16x16 -> 8")
     y = ImageDecoder(8, 1).decode_bytes(path.read_bytes(), "upload")
     assert torch.equal(y[0], x[0])
+
+
+def test_sixteen_bit_png_with_exif_keeps_its_sbit(tmp_path):
+    pixels = np.zeros((8, 16), np.uint16)
+    pixels[:, :8] = 1000  # left half bright as stored; sBIT 10 -> 1000 / 1023 of full scale
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _png_with_sbit(tmp_path / "rot.png", pixels, 10, exif=exif)
+    x, note = ImageDecoder(16, 1).decode_row_noted(_row(path))
+    assert note.startswith("PNG 16x8; exif rotate 90; bits 10 (sBIT)")
+    assert torch.allclose(x[0, :6], torch.tensor(1000 * 255 / 1023 / 127.5 - 1), atol=1e-4)  # stored left is on top
+    assert (x[0, -6:] == -1).all()

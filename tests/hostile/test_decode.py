@@ -25,7 +25,8 @@ BUDGET = 36_000_000
 
 
 def _row(path: Path, id_: str) -> dict:
-    return {"id": id_, "label": 0, "split": "test", "source": "t", "path": str(path), "array_key": "", "array_index": -1}
+    return {"id": id_, "label": 0, "split": "test", "source": "t", "path": str(path), "array_key": "",
+            "array_index": -1}
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -148,7 +149,8 @@ HOSTILE = [
     ("gif", gif, "scan.gif", BUDGET, ImageFormatError, "GIF is not accepted"),
     ("pdf_bytes", pdf, "report.pdf", BUDGET, ImageFormatError, "PDF is not accepted"),
     ("svg_xml", svg, "drawing.svg", BUDGET, ImageFormatError, "SVG/XML is not accepted"),
-    ("text_named_png", text_named_png, "labels.png", BUDGET, ImageFormatError, "text (not an image file) is not accepted"),
+    ("text_named_png", text_named_png, "labels.png", BUDGET, ImageFormatError,
+     "text (not an image file) is not accepted"),
     ("zero_byte_file", zero_bytes, "empty.png", BUDGET, ImageFormatError, "the file is empty (0 bytes)"),
     ("truncated_png", truncated_png, "cut.png", BUDGET, DataError, "cannot decode image"),
     ("dicom_multiframe", dicom_multiframe, "series.dcm", BUDGET, DataError, "multi-frame file with 3 frames"),

@@ -7,19 +7,19 @@ checks through ``open_checked``), so an image is turned into numbers, or refused
        Ghostscript) or DICOM (recognised by content, ``meddiff.data.dicom``); anything else is an ``ImageFormatError``
        naming what it looks like (GIF, PDF, EPS/PostScript, SVG/XML, text, ...);
     2. header checks before any pixel is decoded: one frame only (multi-page TIFF, animated PNG / WebP, multi-frame
-       DICOM are refused, never silently cut to frame 0) and width x height <= ``max_pixels`` (``data.max_pixels``; PIL's
-       own ``Image.MAX_IMAGE_PIXELS`` guard is set to the same budget); a JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8
-       scale (``Image.draft``) when that still leaves at least image_size pixels per side;
+       DICOM are refused, never silently cut to frame 0) and width x height <= ``max_pixels`` (``data.max_pixels``;
+       PIL's own ``Image.MAX_IMAGE_PIXELS`` guard is set to the same budget); a JPEG is decoded by libjpeg at 1/2, 1/4
+       or 1/8 scale (``Image.draft``) when that still leaves at least image_size pixels per side;
     3. EXIF orientation is applied first (``ImageOps.exif_transpose``), so a phone photograph is upright;
-    4. mode: 8-bit "L" / "RGB", or, for 16-bit grayscale, float "F" on the same 0..255 scale by the significant bits: the
-       PNG sBIT chunk, the TIFF SMaxSampleValue / MaxSampleValue / BitsPerSample tags, else the smallest of 10, 12, 14,
-       16 bits that holds the image's maximum (so 12-bit data stored in 16 bits uses the full range; 8-bit data stored
-       in 16 bits is read as 10-bit). DICOM pixels come on 0..255 from ``meddiff.data.dicom.read_dicom``;
+    4. mode: 8-bit "L" / "RGB", or, for 16-bit grayscale, float "F" on the same 0..255 scale by the significant bits:
+       the PNG sBIT chunk, the TIFF SMaxSampleValue / MaxSampleValue / BitsPerSample tags, else the smallest of 10,
+       12, 14, 16 bits that holds the image's maximum (so 12-bit data stored in 16 bits uses the full range; 8-bit
+       data stored in 16 bits is read as 10-bit). DICOM pixels come on 0..255 from ``meddiff.data.dicom.read_dicom``;
     5. channels: RGB -> grayscale by PIL "L" conversion (ITU-R 601 luma); grayscale -> RGB by repeating the plane;
-    6. size by ``aspect`` (``data.aspect``): ``pad`` resizes the longer side to image_size and centres the image on black
-       (letterbox), ``crop`` takes the centred square of the shorter side, ``stretch`` resizes both sides (the aspect
-       ratio is not kept; bundles written before ``data.aspect`` existed use it). PIL bilinear (antialiased when
-       shrinking); pixels become float only after this step (8-bit images);
+    6. size by ``aspect`` (``data.aspect``): ``pad`` resizes the longer side to image_size and centres the image on
+       black (letterbox), ``crop`` takes the centred square of the shorter side, ``stretch`` resizes both sides (the
+       aspect ratio is not kept; bundles written before ``data.aspect`` existed use it). PIL bilinear (antialiased
+       when shrinking); 8-bit pixels become float only after this step;
     7. scale: x = pixel / 127.5 - 1.
 What was done is returned as a short note per image (``decode_notes``, the results column ``preprocess``), e.g.
 ``"PNG 300x512; bits 12 (max value); pad 300x512 -> 64"``. Every failure is a DataError naming the file, the manifest id
@@ -93,7 +93,8 @@ class ImageDecoder:
     def for_model(cls, image_size: int, channels: int, metadata: Mapping[str, Any] | None) -> ImageDecoder:
         """The decoder of a loaded bundle: its size and channels, and the aspect policy and pixel budget of the data
         config it was trained with (``metadata["config"]["data"]``, read by ``config.bundle_data_config``; a bundle
-        written before ``data.aspect`` existed keeps ``stretch``). Without metadata: ``stretch`` and the default budget."""
+        written before ``data.aspect`` existed keeps ``stretch``). Without metadata: ``stretch`` and the default
+        budget."""
         data = (metadata or {}).get("config", {}).get("data") if isinstance(metadata, Mapping) else None
         if not isinstance(data, Mapping):
             return cls(image_size, channels)
@@ -181,12 +182,14 @@ class ImageDecoder:
         if image.mode == "F":
             raise DataError(f"{where}: unsupported image mode 'F' (a float image has no defined intensity range); "
                             "expected 8-bit grayscale/RGB, 16-bit grayscale, palette or RGBA; convert the file first")
+        fmt, sixteen = image.format, image.mode in _SIXTEEN_BIT_MODES or image.mode == "I"
+        declared = _declared_bits(image, source) if sixteen else (None, "")  # read before a transpose drops the tags
         orientation = image.getexif().get(0x0112)
         if orientation in _EXIF_STEPS:
             image = ImageOps.exif_transpose(image)
             steps.append(_EXIF_STEPS[orientation])
-        if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
-            image, bits_step = _sixteen_bit_to_float(image, source, where)
+        if sixteen:
+            image, bits_step = _sixteen_bit_to_float(image, fmt, declared, where)
             steps.append(bits_step)
         return image, steps
 
@@ -227,7 +230,7 @@ def open_checked(source: Path | bytes, where: str, max_pixels: int, head: bytes 
     (``ImageFormatError``), has one frame and at most ``max_pixels`` pixels (``DataError``). The caller loads and
     closes the returned image. ``serving/upload.py`` runs the same checks on uploads."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Some library switched PIL to pad truncated files with grey instead of failing; refuse rather than train on them.
+        # Some library switched PIL to pad truncated files with grey instead of failing; refuse rather than train on it
         raise DataError(
             f"{where}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code in this process), so truncated "
             "images would load silently; set it back to False"
@@ -326,22 +329,24 @@ def _dicom_image(source: Path | bytes, where: str, max_pixels: int) -> tuple[Ima
     return image, [f"DICOM {dicom.photometric} {width}x{height}", *dicom.steps, f"bits {dicom.bits_stored}"]
 
 
-def _sixteen_bit_to_float(image: Image.Image, source: Path | bytes, where: str) -> tuple[Image.Image, str]:
-    """16-bit grayscale -> "F" on 0..255 by its significant bits (module docstring, step 4) and the step's note."""
-    pixels = np.asarray(image, dtype=np.float32)
-    if image.mode == "I" and image.format not in ("PNG", "TIFF"):
-        raise DataError(f"{where}: unsupported image mode 'I' in a {image.format} file; expected 8-bit or 16-bit "
-                        "grayscale")
-    top = float(pixels.max(initial=0.0))
-    if pixels.size and (float(pixels.min()) < 0 or top > 65535):
-        raise DataError(f"{where}: 32-bit integer pixels range {pixels.min():.0f}..{top:.0f}; expected 16-bit "
-                        "grayscale (0..65535); convert the file first")
-    bits, why = _declared_bits(image, source)
+def _sixteen_bit_to_float(image: Image.Image, fmt: str | None, declared: tuple[int | None, str],
+                          where: str) -> tuple[Image.Image, str]:
+    """16-bit grayscale -> "F" on 0..255 by its significant bits (module docstring, step 4) and the step's note.
+    One float copy of the pixels, scaled in place."""
+    if image.mode == "I" and fmt not in ("PNG", "TIFF"):
+        raise DataError(f"{where}: unsupported image mode 'I' in a {fmt} file; expected 8-bit or 16-bit grayscale")
+    low, top = image.getextrema()
+    if low < 0 or top > 65535:
+        raise DataError(f"{where}: 32-bit integer pixels range {low}..{top}; expected 16-bit grayscale (0..65535); "
+                        "convert the file first")
+    bits, why = declared
     if bits is None or bits < 1 or bits > 16:
         bits = next((b for b in _SIGNIFICANT_BITS if top <= 2**b - 1), 16)
         why = "max value"
-    scale = 255.0 / (2**bits - 1)
-    return Image.fromarray(np.minimum(pixels * scale, 255.0).astype(np.float32), "F"), f"bits {bits} ({why})"
+    pixels = np.array(image, dtype=np.float32)
+    pixels *= 255.0 / (2**bits - 1)
+    np.minimum(pixels, 255.0, out=pixels)  # a value above the declared bits saturates
+    return Image.fromarray(pixels, "F"), f"bits {bits} ({why})"
 
 
 def _declared_bits(image: Image.Image, source: Path | bytes) -> tuple[int | None, str]:
