@@ -95,7 +95,8 @@ class ImageDecoder:
         config it was trained with (``metadata["config"]["data"]``, read by ``config.bundle_data_config``; a bundle
         written before ``data.aspect`` existed keeps ``stretch``). Without metadata: ``stretch`` and the default
         budget."""
-        data = (metadata or {}).get("config", {}).get("data") if isinstance(metadata, Mapping) else None
+        config = metadata.get("config") if isinstance(metadata, Mapping) else None
+        data = config.get("data") if isinstance(config, Mapping) else None
         if not isinstance(data, Mapping):
             return cls(image_size, channels)
         from meddiff.config import bundle_data_config
