@@ -27,6 +27,9 @@ from meddiff.rules import STOPPING_RULES, scoring_rules
 
 
 ASPECTS = ("pad", "crop", "stretch")  # data.aspect, applied by meddiff.data.decode.ImageDecoder
+# The PIL plugins any meddiff code may open an image file with (besides DICOM, read by meddiff.data.dicom): passed as
+# Image.open(..., formats=IMAGE_FORMATS) so PIL never tries another plugin (EPS would run Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
 DEFAULT_MAX_PIXELS = 36_000_000  # data.max_pixels: a 4096 x 5625 mammogram fits, an 8192 x 8192 image does not
 
 

@@ -210,3 +210,24 @@ def _save_small(tmp_path: Path) -> Path:
     path = tmp_path / "small.png"
     Image.new("L", (20, 20), 3).save(path)
     return path
+
+
+def test_no_code_path_lets_pil_try_the_eps_plugin(tmp_path, monkeypatch):
+    """The decoder, the leakage check's small decode and the dashboard's image reader all open with the allow-list, so
+    PIL never reaches the EPS plugin (which runs Ghostscript)."""
+    from PIL import EpsImagePlugin
+
+    from meddiff.data.leakage import _open_small
+    from meddiff.errors import ResultsError
+    from meddiff.results.image import _file_pixels
+
+    def tried(*args, **kwargs):
+        raise AssertionError("PIL tried the EPS plugin")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", tried)
+    path = eps(tmp_path / "figure.eps")
+    with pytest.raises(ImageFormatError, match="EPS/PostScript is not accepted"):
+        ImageDecoder(16, 1).decode_row(_row(path, "eps"))
+    assert _open_small(path.read_bytes(), str(path), "eps") is None  # skipped by the near-duplicate check
+    with pytest.raises(ResultsError, match="cannot decode image"):
+        _file_pixels(path)

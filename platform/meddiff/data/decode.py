@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from meddiff.config import ASPECTS, DEFAULT_MAX_PIXELS
+from meddiff.config import ASPECTS, DEFAULT_MAX_PIXELS, IMAGE_FORMATS
 from meddiff.errors import ConfigError, DataError, ImageFormatError
 from meddiff.data.dicom import looks_like_dicom, read_dicom
 from meddiff.data.npz import cached_npz_key
@@ -51,7 +51,7 @@ from meddiff.data.phantoms import PHANTOM_SCHEME, parse_phantom_uri, render_phan
 # Exceptions PIL plugins raise on corrupt or truncated data (a truncated JPEG is an OSError from load()).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")  # PIL plugin names; DICOM goes through meddiff.data.dicom
+ACCEPTED_FORMATS = IMAGE_FORMATS  # PIL plugin names; DICOM goes through meddiff.data.dicom
 ACCEPTED_TEXT = "PNG, JPEG, TIFF, BMP, WebP or DICOM"
 _EXIF_STEPS = {2: "exif mirror", 3: "exif rotate 180", 4: "exif flip", 5: "exif transpose", 6: "exif rotate 90",
                7: "exif transverse", 8: "exif rotate 270"}
