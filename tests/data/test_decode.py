@@ -296,3 +296,14 @@ def test_sixteen_bit_png_with_exif_keeps_its_sbit(tmp_path):
     assert note.startswith("PNG 16x8; exif rotate 90; bits 10 (sBIT)")
     assert torch.allclose(x[0, :6], torch.tensor(1000 * 255 / 1023 / 127.5 - 1), atol=1e-4)  # stored left is on top
     assert (x[0, -6:] == -1).all()
+
+
+def test_big_endian_sixteen_bit_tiff_is_resized_and_scaled(tmp_path):
+    pixels = np.zeros((16, 32), ">u2")
+    pixels[:, 16:] = 4000  # right half bright; 12-bit by its maximum
+    path = tmp_path / "be.tif"
+    Image.frombytes("I;16B", (32, 16), pixels.tobytes()).save(path)
+    assert Image.open(path).mode == "I;16B"
+    x, note = ImageDecoder(8, 3, aspect="crop").decode_row_noted(_row(path))
+    assert note == "TIFF 32x16; bits 12 (max value); crop 32x16 -> 8"
+    assert (x[:, :, :3] == -1).all() and torch.allclose(x[:, :, 5:], torch.tensor(4000 * 255 / 4095 / 127.5 - 1))

@@ -113,16 +113,18 @@ class ImageDecoder:
         path, row_id = str(row["path"]), str(row["id"])
         where = f"{path} (manifest id {row_id!r})"
         if path.startswith(PHANTOM_SCHEME):
-            image, steps = _phantom_image(path, int(row["array_index"]), int(row["label"]), where), ["phantom"]
+            image = _phantom_image(path, int(row["array_index"]), int(row["label"]), where)
+            steps, scale = ["phantom"], None
         elif path.lower().endswith(".npz"):
-            image, steps = _npz_image(path, str(row["array_key"]), int(row["array_index"]), where), ["npz"]
+            image = _npz_image(path, str(row["array_key"]), int(row["array_index"]), where)
+            steps, scale = ["npz"], None
         else:
             file = Path(path)
             if not file.is_file():
                 raise DataError(f"{where}: image file does not exist; expected an image file at this path (check the "
                                 "data root)")
-            image, steps = self._read(file, where)
-        return self._to_tensor(image, where, steps), "; ".join(steps)
+            image, steps, scale = self._read(file, where)
+        return self._to_tensor(image, where, steps, scale), "; ".join(steps)
 
     def decode_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
         """Decode an uploaded image file's bytes (PNG, JPEG, TIFF, BMP, WebP, DICOM). Returns [C, S, S] float32."""
@@ -132,8 +134,8 @@ class ImageDecoder:
         """``decode_bytes`` and the note of what was done to the image."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DataError(f"{name}: expected the image file's bytes, got {type(data).__name__}")
-        image, steps = self._read(bytes(data), name)
-        return self._to_tensor(image, name, steps), "; ".join(steps)
+        image, steps, scale = self._read(bytes(data), name)
+        return self._to_tensor(image, name, steps, scale), "; ".join(steps)
 
     def decode_batch(self, rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> tuple[torch.Tensor, list[str | None]]:
         """Decode what can be decoded; never raises a DataError.
@@ -162,11 +164,12 @@ class ImageDecoder:
                 notes.append(None)
         return images, errors, notes
 
-    def _read(self, source: Path | bytes, where: str) -> tuple[Image.Image, list[str]]:
-        """An image file (path or bytes), checked and fully decoded: a PIL image and the steps taken so far."""
+    def _read(self, source: Path | bytes, where: str) -> tuple[Image.Image, list[str], float | None]:
+        """An image file (path or bytes), checked and fully decoded: a PIL image, the steps taken so far and, for a
+        16-bit grayscale image (kept in its 16-bit mode until resized), the factor to the 0..255 scale."""
         head = _head(source)
         if _is_dicom(head, source if isinstance(source, Path) else where):
-            return _dicom_image(source, where, self.max_pixels)
+            return (*_dicom_image(source, where, self.max_pixels), None)
         image = open_checked(source, where, self.max_pixels, head)
         steps = [f"{image.format} {image.width}x{image.height}"]
         if image.format == "JPEG":
@@ -189,17 +192,23 @@ class ImageDecoder:
         if orientation in _EXIF_STEPS:
             image = ImageOps.exif_transpose(image)
             steps.append(_EXIF_STEPS[orientation])
+        scale = None
         if sixteen:
-            image, bits_step = _sixteen_bit_to_float(image, fmt, declared, where)
+            if image.mode not in ("I;16", "I"):  # PIL resizes (and measures) "I;16" and "I", not "I;16B" / "I;16L"
+                image = image.convert("I")
+            scale, bits_step = _sixteen_bit_scale(image, fmt, declared, where)
             steps.append(bits_step)
-        return image, steps
+        return image, steps, scale
 
-    def _to_tensor(self, image: Image.Image, where: str, steps: list[str]) -> torch.Tensor:
-        image = _to_standard_mode(image, where)  # "L", "RGB" or "F" (0..255)
-        if self.channels == 1 and image.mode == "RGB":
-            image = image.convert("L")
-        image = self._fit(image, steps)
+    def _to_tensor(self, image: Image.Image, where: str, steps: list[str], scale: float | None = None) -> torch.Tensor:
+        if scale is None:
+            image = _to_standard_mode(image, where)  # "L", "RGB" or "F" (0..255)
+            if self.channels == 1 and image.mode == "RGB":
+                image = image.convert("L")
+        image = self._fit(image, steps)  # 16-bit grayscale is resized in its own mode: no full-size float copy
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
+        if scale is not None:
+            pixels = (pixels * scale).clamp_(max=255.0)  # a value above the declared bits saturates
         pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
         if self.channels == 3 and pixels.shape[0] == 1:
             pixels = pixels.expand(3, -1, -1).contiguous()
@@ -330,10 +339,10 @@ def _dicom_image(source: Path | bytes, where: str, max_pixels: int) -> tuple[Ima
     return image, [f"DICOM {dicom.photometric} {width}x{height}", *dicom.steps, f"bits {dicom.bits_stored}"]
 
 
-def _sixteen_bit_to_float(image: Image.Image, fmt: str | None, declared: tuple[int | None, str],
-                          where: str) -> tuple[Image.Image, str]:
-    """16-bit grayscale -> "F" on 0..255 by its significant bits (module docstring, step 4) and the step's note.
-    One float copy of the pixels, scaled in place."""
+def _sixteen_bit_scale(image: Image.Image, fmt: str | None, declared: tuple[int | None, str],
+                       where: str) -> tuple[float, str]:
+    """The factor taking a 16-bit grayscale image to 0..255 by its significant bits (module docstring, step 4) and
+    the step's note; read from the header and ``getextrema`` (no pixel copy)."""
     if image.mode == "I" and fmt not in ("PNG", "TIFF"):
         raise DataError(f"{where}: unsupported image mode 'I' in a {fmt} file; expected 8-bit or 16-bit grayscale")
     low, top = image.getextrema()
@@ -344,10 +353,7 @@ def _sixteen_bit_to_float(image: Image.Image, fmt: str | None, declared: tuple[i
     if bits is None or bits < 1 or bits > 16:
         bits = next((b for b in _SIGNIFICANT_BITS if top <= 2**b - 1), 16)
         why = "max value"
-    pixels = np.array(image, dtype=np.float32)
-    pixels *= 255.0 / (2**bits - 1)
-    np.minimum(pixels, 255.0, out=pixels)  # a value above the declared bits saturates
-    return Image.fromarray(pixels, "F"), f"bits {bits} ({why})"
+    return 255.0 / (2**bits - 1), f"bits {bits} ({why})"
 
 
 def _declared_bits(image: Image.Image, source: Path | bytes) -> tuple[int | None, str]:
