@@ -137,11 +137,14 @@ def test_voi_lut_function_variants(tmp_path, function):
         expected = np.clip((x - 1000) / 400 + 0.5, 0, 1) * 255
     else:  # C.11.2.1.3.1
         expected = 255 / (1 + np.exp(-4 * (x - 1000) / 400))
-    np.testing.assert_allclose(_check(_read(path), (1, 4))[0], expected, atol=1e-3)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 4))[0], expected, atol=1e-3)
+    assert result.steps == ("window_" + function.lower(),)
 
 
 def test_voi_lut_sequence_is_used_before_the_window(tmp_path):
-    # LUT of 4 entries starting at stored value 10, 16-bit output; values below 10 take the first entry, above 13 the last.
+    # LUT of 4 entries starting at stored value 10, 16-bit output; values below 10 take the first entry, above 13
+    # the last.
     lut = [0, 1000, 30000, 65535]
     stored = np.array([[0, 10, 11, 12, 13, 200]], np.uint16)
     result = _read(write_dicom(tmp_path / "a.dcm", stored, voi_lut=lut, voi_lut_first=10, window=(5, 2)))
@@ -183,7 +186,8 @@ def test_without_preamble_from_bytes_and_from_path(tmp_path):
     np.testing.assert_array_equal(from_bytes.pixels, from_path.pixels)
     np.testing.assert_allclose(from_path.pixels, stored / 4095 * 255, atol=1e-3)
     # with the preamble, the same pixels
-    np.testing.assert_array_equal(_read(write_dicom(tmp_path / "p.dcm", stored, bits_stored=12)).pixels, from_path.pixels)
+    with_preamble = _read(write_dicom(tmp_path / "p.dcm", stored, bits_stored=12))
+    np.testing.assert_array_equal(with_preamble.pixels, from_path.pixels)
 
 
 def test_without_preamble_under_another_name(tmp_path):
@@ -257,3 +261,107 @@ def test_header_and_size_check(tmp_path):
 )
 def test_looks_like_dicom(head, name, expected):
     assert looks_like_dicom(head, name) is expected
+
+
+def test_ybr_full_422_native_is_upsampled_and_converted(tmp_path):
+    import pydicom
+
+    # One row of two pixels stored as Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2); neutral chroma gives grey.
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((1, 2, 3), np.uint8), photometric="YBR_FULL_422")
+    ds = pydicom.dcmread(path)
+    ds.PixelData = bytes([50, 200, 128, 128])
+    ds.save_as(path)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 2, 3)), [[[50] * 3, [200] * 3]], atol=1.0)
+    assert result.steps == ("ybr_to_rgb", "bit_range")
+
+
+def test_jpeg_baseline_ybr_is_converted_once(tmp_path):
+    # pydicom's JPEG decoders return RGB for YBR_FULL_422 themselves; converting again would shift every colour.
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    rgb = np.stack([yy * 8, xx * 8, 255 - yy * 4], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
+    path = write_dicom(tmp_path / "a.dcm", rgb, photometric="YBR_FULL_422")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds.save_as(path)
+    result = _read(path)
+    reference = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float64)
+    assert np.abs(_check(result, (32, 32, 3)) - reference).mean() < 2.0
+    assert np.abs(result.pixels - rgb).mean() < 3.0
+    assert result.steps == ("ybr_to_rgb", "bit_range")
+
+
+def test_32_bit_allocated(tmp_path):
+    import pydicom
+
+    stored = np.array([[0, 1 << 20, (1 << 24) - 1]], np.uint32)
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((1, 3), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 24, 23
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path)
+    result = _read(path)
+    np.testing.assert_allclose(_check(result, (1, 3)), stored / ((1 << 24) - 1) * 255, atol=1e-3)
+
+
+def test_monochrome1_inverts_after_the_window(tmp_path):
+    stored = np.array([[100, 2000, 4000]], np.uint16)
+    path = write_dicom(tmp_path / "a.dcm", stored, bits_stored=12, photometric="MONOCHROME1", window=(2000, 1001))
+    result = _read(path)
+    expected = [255 - _linear_window(v, 2000, 1001) for v in stored[0]]
+    np.testing.assert_allclose(_check(result, (1, 3))[0], expected, atol=1e-3)
+    assert result.steps == ("window", "invert")
+
+
+def test_modality_lut_sequence(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    # PS3.3 C.11.1: 4 entries from stored value 0, 16-bit entries; stored values past the last entry take the last.
+    # The possible values after the LUT are its entries, 0..4095, so 4095 is white.
+    stored = np.array([[0, 1, 2, 3, 10]], np.uint16)
+    path = write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])  # LUTDescriptor
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "OW", np.array([0, 100, 2000, 4095], np.uint16).tobytes())  # LUTData
+    ds.ModalityLUTSequence = Sequence([item])
+    ds.save_as(path)
+    result = _read(path)
+    expected = np.array([0, 100, 2000, 4095, 4095]) / 4095 * 255
+    np.testing.assert_allclose(_check(result, (1, 5))[0], expected, atol=1e-3)
+    assert result.steps == ("modality_lut", "bit_range")
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit-vr", "explicit-vr"])
+def test_bare_dataset_without_file_meta(tmp_path, implicit):
+    # No preamble and no group 0002 (a raw dataset dump starting at group 0008): recognised by its first tag.
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    stored = np.array([[0, 4095], [7, 2048]], np.uint16)
+    ds = pydicom.dcmread(write_dicom(tmp_path / "a.dcm", stored, bits_stored=12))
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    assert data[:2] == b"\x08\x00" and looks_like_dicom(data)
+    np.testing.assert_allclose(_check(read_dicom(data, "dump", BUDGET), (2, 2)), stored / 4095 * 255, atol=1e-3)
+
+
+def test_signed_16_bit_without_rescale_uses_the_signed_range(tmp_path):
+    stored = np.array([[-32768, -1, 0, 32767]], np.int16)
+    result = _read(write_dicom(tmp_path / "a.dcm", stored, signed=True))
+    np.testing.assert_allclose(_check(result, (1, 4))[0], (stored[0] + 32768.0) / 65535 * 255, atol=1e-3)

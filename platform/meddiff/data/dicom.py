@@ -13,8 +13,8 @@ model sees what the modality meant to show:
     4. VOI LUT (PS3.3 C.11.2): a VOI LUT Sequence if present, else the FIRST window (WindowCenter / WindowWidth may be
        multi-valued) with VOILUTFunction LINEAR (C.11.2.1.2.1), LINEAR_EXACT (C.11.2.1.3.2) or SIGMOID
        (C.11.2.1.3.1), mapped to [0, 1]; else no window: the *possible* range of the values after the modality LUT
-       (from BitsStored, PixelRepresentation, slope and intercept) maps to [0, 1] - never the image's own min/max,
-       which would stretch every image differently and hide contrast;
+       (from BitsStored, PixelRepresentation, slope and intercept, or the Modality LUT's entries) maps to [0, 1] -
+       never the image's own min/max, which would stretch every image differently and hide contrast;
     5. MONOCHROME1 (PS3.3 C.7.6.3.1.2: minimum value is white): 1 - x after the VOI, so bone is bright as in
        MONOCHROME2;
     6. colour: YBR_FULL / YBR_FULL_422 -> RGB (PS3.3 C.7.6.3.1.2; pydicom's decoders convert some compressed syntaxes
@@ -22,8 +22,11 @@ model sees what the modality meant to show:
        its BitsStored;
     7. x * 255 as float32, clipped to [0, 255], finite.
 
-``DicomPixels.steps`` records what was applied, in order, for provenance. Every failure is a ``DataError`` whose
-message starts with ``where`` and says what was found, what was expected and what to do.
+``DicomPixels.steps`` records what was applied, in order, for provenance: ``modality_lut``; one of ``voi_lut``,
+``window`` (LINEAR), ``window_linear_exact``, ``window_sigmoid`` or ``bit_range`` (no VOI: the possible range); then
+``invert`` (MONOCHROME1); for colour ``ybr_to_rgb`` or ``palette``, then ``bit_range``. The pipeline works in float32.
+Every failure is a ``DataError`` whose message starts with ``where`` and says what was found, what was expected and
+what to do.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, convert_color_space, get_decoder
 from pydicom.uid import UID
@@ -43,7 +47,8 @@ from meddiff.errors import DataError
 
 DICOM_MAGIC_OFFSET = 128  # b"DICM" at bytes 128..132 in a file with a preamble (PS3.10 7.1)
 _MAGIC = b"DICM"
-_HEAD_BYTES = DICOM_MAGIC_OFFSET + len(_MAGIC)
+DICOM_HEAD_BYTES = DICOM_MAGIC_OFFSET + 4  # how many leading bytes looks_like_dicom needs to see the magic
+_HEAD_BYTES = DICOM_HEAD_BYTES
 _SUFFIXES = (".dcm", ".dicom")
 _NO_PREAMBLE_GROUPS = (0x0002, 0x0008)  # file meta group, or a dataset starting with the identifying group
 
@@ -51,6 +56,7 @@ PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422",
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _BITS_ALLOCATED = (1, 8, 16, 32)
 _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_WINDOW_STEPS = {"LINEAR": "window", "LINEAR_EXACT": "window_linear_exact", "SIGMOID": "window_sigmoid"}
 
 # Which pip package decodes which compressed transfer syntax (pydicom's own plugins; gdcm covers most of them too).
 _DECODER_PACKAGES = {
@@ -81,7 +87,9 @@ class DicomPixels:
 
 def looks_like_dicom(head: bytes, name: str = "") -> bool:
     """True for a DICOM Part 10 file (b"DICM" at 128) or, without preamble, a file named *.dcm / *.dicom or whose
-    first bytes are a group 0x0002 or 0x0008 little-endian element tag (PS3.10 7.1, PS3.5 7.1)."""
+    first bytes are a group 0x0002 or 0x0008 little-endian element tag (PS3.10 7.1, PS3.5 7.1).
+
+    Pass at least the first ``DICOM_HEAD_BYTES`` (132) bytes of the file, or the magic cannot be seen."""
     head = bytes(head[:_HEAD_BYTES])
     if head[DICOM_MAGIC_OFFSET:_HEAD_BYTES] == _MAGIC:
         return True
@@ -126,11 +134,23 @@ def check_dicom_size(ds: Dataset, where: str, max_pixels: int) -> tuple[int, int
 
 def read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels:
     """Decode one single-frame DICOM image to display pixels; see the module docstring for the pipeline."""
+    try:
+        return _read_dicom(source, where, max_pixels)
+    except DataError:
+        raise
+    except Exception as exc:  # a malformed element pydicom only parses on access (a 3-byte US, a bad sequence, ...)
+        raise DataError(
+            f"{where}: malformed DICOM file ({type(exc).__name__}: {exc}); expected a valid DICOM image; "
+            "re-export it from the PACS"
+        ) from None
+
+
+def _read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels:
     header = read_dicom_header(source, where)
     check_dicom_size(header, where, max_pixels)
     photometric, bits_allocated, bits_stored, signed = _check_pixel_description(header, where)
     syntax = _check_transfer_syntax(header, where)
-    ds = _read(source, where, stop_before_pixels=False)
+    ds = _read(source, where, stop_before_pixels=False, header_ok=True)
     if "PixelData" not in ds:
         others = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         found = f"only {others[0]}" if others else "no PixelData element"
@@ -143,11 +163,13 @@ def read_dicom(source: Path | bytes, where: str, max_pixels: int) -> DicomPixels
     if photometric in _MONOCHROME:
         x = _grayscale(arr, ds, where, bits_stored, signed, steps)
         if photometric == "MONOCHROME1":
-            x = 1.0 - x
+            np.subtract(1.0, x, out=x)
             steps.append("invert")
     else:
         x = _colour(arr, ds, where, photometric, decoded_photometric, bits_stored, steps)
-    out = np.clip(x * 255.0, 0.0, 255.0).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)  # a no-op: every step above works in float32 (4 bytes per value)
+    x *= 255.0
+    out = np.clip(x, 0.0, 255.0, out=x)
     if not np.isfinite(out).all():
         raise DataError(f"{where}: pixel pipeline produced non-finite values; expected finite pixels (check the LUTs)")
     return DicomPixels(pixels=out, steps=tuple(steps), bits_stored=bits_stored, photometric=photometric)
@@ -166,10 +188,14 @@ def _head(source: Path | bytes, where: str) -> tuple[bytes, str]:
         with path.open("rb") as handle:
             return handle.read(_HEAD_BYTES), path.name
     except OSError as exc:
-        raise DataError(f"{where}: cannot read the file ({type(exc).__name__}: {exc}); expected a readable file") from None
+        raise DataError(
+            f"{where}: cannot read the file ({type(exc).__name__}: {exc}); expected a readable file"
+        ) from None
 
 
-def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool) -> Dataset:
+def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool, header_ok: bool = False) -> Dataset:
+    """Parse ``source``; ``header_ok`` says a header-only read already succeeded (so a dataset that comes back
+    without Rows now ended inside the pixel data: pydicom returns an empty dataset for a cut encapsulated file)."""
     head, name = _head(source, where)
     if not looks_like_dicom(head, name):
         raise DataError(
@@ -182,11 +208,23 @@ def _read(source: Path | bytes, where: str, *, stop_before_pixels: bool) -> Data
         ds = pydicom.dcmread(stream, stop_before_pixels=stop_before_pixels, force=force)
         ds.get("Rows")  # force=True reads lazily enough that garbage can fail on the first access
     except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, struct.error, EOFError, ValueError, ...)
+        part = "the DICOM file after its header" if header_ok else "the DICOM header"
+        problem = " (truncated or corrupt pixel data?)" if header_ok else ""
         raise DataError(
-            f"{where}: cannot parse the DICOM header ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
+            f"{where}: cannot parse {part}{problem} ({type(exc).__name__}: {exc}); expected a complete DICOM Part 10 "
             "file; re-export it from the PACS"
         ) from None
     if "Rows" not in ds and "Columns" not in ds:
+        if header_ok:
+            raise DataError(
+                f"{where}: pixel data is truncated: the file ends inside the pixel data (the header read fine); "
+                "expected a complete file; re-copy or re-export it"
+            )
+        if force and not any(dictionary_has_tag(tag) for tag in ds.keys()):
+            raise DataError(
+                f"{where}: not a DICOM file (first bytes {head[:8]!r}, no 'DICM' at byte {DICOM_MAGIC_OFFSET} and no "
+                "standard DICOM elements found); expected a DICOM Part 10 file (.dcm)"
+            )
         raise DataError(
             f"{where}: DICOM file has no Rows / Columns (not an image, or not DICOM at all); expected an image "
             "(e.g. a radiograph); drop it from the manifest"
@@ -254,8 +292,8 @@ def _check_transfer_syntax(ds: Dataset, where: str) -> UID:
         decoder = get_decoder(syntax)
     except NotImplementedError:
         raise DataError(
-            f"{where}: transfer syntax {label} has no pixel data decoder; expected uncompressed, RLE, JPEG or JPEG 2000 "
-            "pixel data; convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) or install python-gdcm if it decodes it"
+            f"{where}: transfer syntax {label} has no pixel data decoder; expected uncompressed, RLE, JPEG or "
+            "JPEG 2000 pixel data; convert the file (e.g. `gdcmconv --raw`) or install python-gdcm if it decodes it"
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(syntax), "python-gdcm")
@@ -269,6 +307,8 @@ def _check_transfer_syntax(ds: Dataset, where: str) -> UID:
 def _check_native_length(ds: Dataset, where: str, bits_allocated: int) -> None:
     """Uncompressed pixel data must hold Rows * Columns * SamplesPerPixel values of BitsAllocated bits (C.7.6.3.1.4)."""
     values = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+    if str(ds.PhotometricInterpretation).strip().upper() == "YBR_FULL_422":
+        values = values * 2 // 3  # two luma samples share one Cb and one Cr (PS3.3 C.7.6.3.1.2)
     expected = math.ceil(values * bits_allocated / 8)
     found = len(ds.PixelData)
     if found < expected:
@@ -282,7 +322,9 @@ def _decode(ds: Dataset, syntax: UID, where: str) -> tuple[np.ndarray, str]:
     """Stored values as pydicom decodes them, and the photometric interpretation they are in after decoding."""
     try:
         arr, meta = get_decoder(syntax).as_array(ds)
-    except Exception as exc:  # decoder plugins raise anything from ValueError to RuntimeError on corrupt data
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # plugins raise anything on corrupt data, pylibjpeg-rle even a Rust PanicException
         raise DataError(
             f"{where}: cannot decode the pixel data ({type(exc).__name__}: {exc}); expected complete pixel data "
             f"encoded as its transfer syntax {syntax} ({syntax.name}) says; re-export the file"
@@ -302,16 +344,19 @@ def _check_stored_range(arr: np.ndarray, where: str, bits_stored: int, signed: b
     if arr.size and (arr.min() < low or arr.max() > high):
         raise DataError(
             f"{where}: decoded values span {arr.min()}..{arr.max()}, outside {low}..{high} that BitsStored "
-            f"{bits_stored} ({'signed' if signed else 'unsigned'}) allows; the header is inconsistent, re-export the file"
+            f"{bits_stored} ({'signed' if signed else 'unsigned'}) allows; the header is inconsistent, "
+            "re-export the file"
         )
 
 
 # -- grayscale: Modality LUT, VOI LUT (C.11.1, C.11.2) ----------------------------------------------------------------
 
 
-def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signed: bool, steps: list[str]) -> np.ndarray:
+def _grayscale(
+    arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signed: bool, steps: list[str]
+) -> np.ndarray:
     low, high = _stored_range(bits_stored, signed)
-    values = arr.astype(np.float64)
+    values = arr.astype(np.float32)
     if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
         values, low, high = _modality(arr, ds, where, low, high)
         steps.append("modality_lut")
@@ -320,30 +365,37 @@ def _grayscale(arr: np.ndarray, ds: Dataset, where: str, bits_stored: int, signe
         return _voi_lut(values, ds, where)
     window = _first_window(ds, where)
     if window is not None:
-        steps.append("window")
+        steps.append(_WINDOW_STEPS[window[2]])
         return _window(values, *window)
     steps.append("bit_range")
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if high <= low:
+        return np.zeros_like(values)
+    values -= low
+    values /= high - low
+    return values
 
 
 def _modality(arr: np.ndarray, ds: Dataset, where: str, low: float, high: float) -> tuple[np.ndarray, float, float]:
     """Apply the Modality LUT (C.11.1) and return the values and the range the stored range maps to."""
     if "ModalityLUTSequence" in ds:
         try:
-            values = apply_modality_lut(arr, ds).astype(np.float64)
-            lut = ds.ModalityLUTSequence[0]
-            out_bits = int(lut.LUTDescriptor[2])
+            values = apply_modality_lut(arr, ds).astype(np.float32)
+            entries, first = (int(v) for v in ds.ModalityLUTSequence[0].LUTDescriptor[:2])
+            # The values a LUT can produce are its entries (0 entries means 2^16, C.11.1.1.1).
+            table = apply_modality_lut(np.arange(first, first + (entries or 1 << 16), dtype=np.int64), ds)
         except Exception as exc:
             raise DataError(
                 f"{where}: cannot apply the Modality LUT Sequence ({type(exc).__name__}: {exc}); expected a valid "
-                "LUT (PS3.3 C.11.1)"
+                "LUT with 8- or 16-bit entries (PS3.3 C.11.1.1)"
             ) from None
-        return values, 0.0, float((1 << out_bits) - 1)
+        return values, float(table.min()), float(table.max())
     slope = _float_attr(ds, "RescaleSlope", where, 1.0)
     intercept = _float_attr(ds, "RescaleIntercept", where, 0.0)
     if slope == 0:
         raise DataError(f"{where}: RescaleSlope is 0 (every pixel the same value); expected a non-zero slope")
-    values = arr.astype(np.float64) * slope + intercept
+    values = arr.astype(np.float32)
+    values *= slope
+    values += intercept
     ends = (low * slope + intercept, high * slope + intercept)
     return values, min(ends), max(ends)
 
@@ -386,16 +438,23 @@ def _first_window(ds: Dataset, where: str) -> tuple[float, float, str] | None:
 def _window(x: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
     """A window mapped to [0, 1] (PS3.3 C.11.2.1.2.1 LINEAR, C.11.2.1.3.2 LINEAR_EXACT, C.11.2.1.3.1 SIGMOID)."""
     if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - centre) / width, -700.0, 700.0)))
+        exponent = np.clip(x - centre, -20.0 * width, 20.0 * width)  # exp(80) still fits in float32
+        exponent *= -4.0 / width
+        return 1.0 / (1.0 + np.exp(exponent))
     if function == "LINEAR_EXACT":
-        return np.clip((x - centre) / width + 0.5, 0.0, 1.0)
-    # LINEAR: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1; else ((x - (c - 0.5)) / (w-1) + 0.5)
-    lower = centre - 0.5 - (width - 1.0) / 2.0
-    upper = centre - 0.5 + (width - 1.0) / 2.0
+        y = x - centre
+        y /= width
+        y += 0.5
+        return np.clip(y, 0.0, 1.0, out=y)
+    # LINEAR: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1; else ((x - (c - 0.5)) / (w-1) + 0.5).
+    # For w > 1 the middle expression is <= 0 exactly when x <= the lower bound and > 1 exactly above the upper one,
+    # so clipping it to [0, 1] is the same function with one temporary instead of three.
     if width == 1.0:
-        return (x > upper).astype(np.float64)
-    inside = (x - (centre - 0.5)) / (width - 1.0) + 0.5
-    return np.where(x <= lower, 0.0, np.where(x > upper, 1.0, inside))
+        return (x > centre - 0.5).astype(np.float32)
+    y = x - (centre - 0.5)
+    y /= width - 1.0
+    y += 0.5
+    return np.clip(y, 0.0, 1.0, out=y)
 
 
 def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
@@ -404,7 +463,7 @@ def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
         item = ds.VOILUTSequence[0]
         out_bits = int(item.LUTDescriptor[2])
         # apply_voi_lut indexes the LUT by the (modality-transformed) value; it expects integers.
-        mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float64)
+        mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float32)
     except DataError:
         raise
     except Exception as exc:
@@ -412,7 +471,7 @@ def _voi_lut(values: np.ndarray, ds: Dataset, where: str) -> np.ndarray:
             f"{where}: cannot apply the VOI LUT Sequence ({type(exc).__name__}: {exc}); expected a valid LUT "
             "(PS3.3 C.11.2.1.1)"
         ) from None
-    if not 1 <= out_bits <= 16:
+    if not 8 <= out_bits <= 16:
         raise DataError(f"{where}: VOI LUT entries of {out_bits} bits; expected 8..16 (PS3.3 C.11.2.1.1)")
     return mapped / float((1 << out_bits) - 1)
 
@@ -433,11 +492,11 @@ def _colour(
                 "Color Lookup Tables (PS3.3 C.7.9)"
             ) from None
         steps.append("palette")
-        return rgb.astype(np.float64) / float((1 << (16 if bits == 16 else 8)) - 1)
+        return rgb.astype(np.float32) / float((1 << (16 if bits == 16 else 8)) - 1)
     if photometric.startswith("YBR"):
         if decoded.startswith("YBR"):
             arr = convert_color_space(arr, decoded, "RGB")
         steps.append("ybr_to_rgb")
     low, high = _stored_range(bits_stored, False)
     steps.append("bit_range")
-    return arr.astype(np.float64) / high
+    return arr.astype(np.float32) / high
