@@ -57,3 +57,17 @@ def test_yaml_errors(tmp_path):
 def test_frozen():
     with pytest.raises(Exception):
         TrainConfig().steps = 3  # type: ignore[misc]
+
+
+def test_data_aspect_and_max_pixels_are_validated_and_old_bundles_keep_stretch():
+    from meddiff.config import DataConfig, ExperimentConfig, config_from_json, to_dict
+
+    with pytest.raises(ConfigError, match=r"data.aspect: expected one of pad, crop, stretch, got 'letterbox'"):
+        DataConfig(aspect="letterbox")
+    with pytest.raises(ConfigError, match="data.max_pixels: expected a positive integer"):
+        DataConfig(max_pixels=0)
+    assert (DataConfig().aspect, DataConfig().max_pixels) == ("pad", 36_000_000)
+    saved = to_dict(ExperimentConfig(data=DataConfig(aspect="crop")))
+    assert config_from_json(saved).data.aspect == "crop"  # a new bundle keeps what it was trained with
+    del saved["data"]["aspect"]  # a bundle written before data.aspect existed
+    assert config_from_json(saved).data.aspect == "stretch"

@@ -35,6 +35,13 @@ def _check_seed(value: int, key: str) -> None:
            f"an integer seed in 0..{SEED_MAX}", value)
 
 
+ASPECTS = ("pad", "crop", "stretch")  # data.aspect, applied by meddiff.data.decode.ImageDecoder
+# The PIL plugins any meddiff code may open an image file with (besides DICOM, read by meddiff.data.dicom): passed as
+# Image.open(..., formats=IMAGE_FORMATS) so PIL never tries another plugin (EPS would run Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
+DEFAULT_MAX_PIXELS = 36_000_000  # data.max_pixels: a 4096 x 5625 mammogram fits, an 8192 x 8192 image does not
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, at which size.
@@ -56,6 +63,11 @@ class DataConfig:
         checked by ``meddiff.data.derive``).
     leakage_check: what ``build_manifest`` checks across splits (``meddiff.data.leakage``): ``full`` (groups, exact
         duplicates, near duplicates), ``exact`` (groups, exact duplicates), ``groups`` or ``off``.
+    aspect: how a non-square image becomes image_size x image_size (``meddiff.data.decode``): ``pad`` (letterbox on
+        black, centred), ``crop`` (centred square) or ``stretch`` (resize both sides; what bundles written before this
+        key existed use, see ``bundle_data_config``).
+    max_pixels: largest width x height an image file may have; checked from the header before decoding (a
+        decompression bomb is refused unread). 36 million admits a 4096 x 5625 mammogram and refuses 8192 x 8192.
     """
 
     source: str = "phantom"
@@ -69,6 +81,8 @@ class DataConfig:
     cv_fold: int = 0
     derive: Mapping[str, Any] = field(default_factory=dict)
     leakage_check: str = "full"
+    aspect: str = "pad"
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 4 and self.image_size % 2 == 0, "data.image_size", "an even integer >= 4", self.image_size)
@@ -83,6 +97,9 @@ class DataConfig:
         _check(self.leakage_check in ("full", "exact", "groups", "off"), "data.leakage_check",
                "one of full, exact, groups, off", self.leakage_check)
         _check_seed(self.split_seed, "data.split_seed")
+        _check(self.aspect in ASPECTS, "data.aspect", f"one of {', '.join(ASPECTS)}", self.aspect)
+        _check(isinstance(self.max_pixels, int) and not isinstance(self.max_pixels, bool) and self.max_pixels >= 1,
+               "data.max_pixels", "a positive integer (width x height)", self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -585,4 +602,18 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 def config_from_json(data: Mapping[str, Any]) -> ExperimentConfig:
+    """A saved config (a bundle's ``metadata.json``), with ``data.aspect`` defaulting to ``stretch`` when missing:
+    bundles written before the key existed were trained on stretched images and keep being scored that way."""
+    data = dict(data)
+    if isinstance(data.get("data"), Mapping):
+        data["data"] = _with_old_aspect(data["data"])
     return from_dict(ExperimentConfig, data)
+
+
+def bundle_data_config(data: Mapping[str, Any]) -> DataConfig:
+    """The ``data`` section of a saved config as a DataConfig, a missing ``aspect`` read as ``stretch``."""
+    return from_dict(DataConfig, _with_old_aspect(data), "data")
+
+
+def _with_old_aspect(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {**data, "aspect": data.get("aspect", "stretch")}

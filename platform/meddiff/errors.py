@@ -24,3 +24,9 @@ class CheckpointError(MeddiffError):
 
 class ResultsError(MeddiffError):
     """A results folder cannot be written or read as asked (planned for other rows, foreign files, bad schema)."""
+
+
+class ImageFormatError(DataError):
+    """An input file is of a kind meddiff does not read (GIF, PDF, EPS, text, ...): refused before any plugin decodes it.
+
+    The HTTP endpoint answers it with 415; everything else about a bad image is a plain ``DataError`` (422)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -59,8 +61,11 @@ def test_image_files_resize_and_channels(tmp_path, shared_data, write_image):
     for path in (jpeg, gray):
         for channels in (1, 3):
             _check(ImageDecoder(image_size=64, channels=channels).decode_row(_row(path)), channels, 64)
-    # RGB -> grayscale is PIL's "L" conversion (then resized).
-    expected = np.asarray(Image.open(jpeg).convert("L").resize((48, 48), Image.Resampling.BILINEAR), np.float32)
+    # RGB -> grayscale is PIL's "L" conversion (then resized); libjpeg decodes at the smallest scale >= 48 pixels.
+    with Image.open(jpeg) as full:
+        full.draft("RGB", (48, 48))
+        assert full.size[0] < Image.open(jpeg).size[0]  # the draft did shrink: the decoder decodes less
+        expected = np.asarray(full.convert("L").resize((48, 48), Image.Resampling.BILINEAR), np.float32)
     x = ImageDecoder(image_size=48, channels=1).decode_row(_row(jpeg))
     assert torch.allclose(x[0], torch.from_numpy(expected) / 127.5 - 1)
 
@@ -80,7 +85,7 @@ def test_mode_conversions(tmp_path):
 
     palette = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).quantize(16)
     _check(decoder.decode_row(_row(_save(tmp_path / "p.png", palette))), 1, 8)
-    _check(ImageDecoder(8, 3).decode_row(_row(_save(tmp_path / "p.gif", palette))), 3, 8)
+    _check(ImageDecoder(8, 3).decode_row(_row(_save(tmp_path / "p3.png", palette))), 3, 8)
     transparent = Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).quantize(4)
     x = decoder.decode_row(_row(_save(tmp_path / "pt.png", transparent, transparency=0)))
     assert (x == -1).all()  # the only palette entry is transparent: composited over black
@@ -97,7 +102,7 @@ def test_unsupported_float_image(tmp_path):
 def test_decode_bytes(tmp_path, write_image):
     data = write_image(tmp_path / "u.png", size=(10, 12)).read_bytes()
     _check(ImageDecoder(image_size=16, channels=3).decode_bytes(data, "upload.png"), 3, 16)
-    with pytest.raises(DataError, match=r"upload.png: cannot decode image \(UnidentifiedImageError"):
+    with pytest.raises(DataError, match=r"upload.png: text \(not an image file\) is not accepted; expected PNG, JPEG"):
         ImageDecoder(16, 3).decode_bytes(b"not an image at all", "upload.png")
 
 
@@ -151,3 +156,154 @@ def test_decoder_params_are_checked():
         ImageDecoder(image_size=16, channels=2)
     with pytest.raises(ConfigError, match="image_size"):
         ImageDecoder(image_size=0, channels=1)
+
+
+def _png_with_sbit(path, pixels, bits, **save):
+    """A 16-bit grayscale PNG whose sBIT chunk says ``bits`` significant bits (inserted after IHDR by hand)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", **save)
+    data = buf.getvalue()
+    ihdr_end = 8 + 8 + 13 + 4
+    chunk = struct.pack(">I", 1) + b"sBIT" + bytes([bits])
+    chunk += struct.pack(">I", zlib.crc32(b"sBIT" + bytes([bits])))
+    path.write_bytes(data[:ihdr_end] + chunk + data[ihdr_end:])
+    return path
+
+
+def test_pad_letterboxes_centred_on_black(tmp_path):
+    wide = _save(tmp_path / "wide.png", Image.new("L", (32, 16), 200))
+    x, note = ImageDecoder(16, 1, aspect="pad").decode_row_noted(_row(wide))
+    grey = 200 / 127.5 - 1
+    assert (x[0, :4] == -1).all() and (x[0, 12:] == -1).all()  # two black bars of (16 - 8) / 2 = 4 rows
+    assert torch.allclose(x[0, 4:12], torch.tensor(grey), atol=1e-5)
+    assert note == "PNG 32x16; pad 32x16 -> 16"
+    tall = _save(tmp_path / "tall.png", Image.new("L", (10, 40), 255))  # 10 x 40 -> 4 x 16, bars of 6 columns
+    x = ImageDecoder(16, 3, aspect="pad").decode_row(_row(tall))
+    assert (x[:, :, :6] == -1).all() and (x[:, :, 10:] == -1).all() and torch.allclose(x[:, :, 6:10], torch.tensor(1.0))
+
+
+def test_crop_keeps_the_centre_and_stretch_keeps_everything(tmp_path):
+    pixels = np.zeros((16, 48), np.uint8)
+    pixels[:, 16:32] = 255  # the centre square is white, the sides black and grey
+    pixels[:, 32:] = 100
+    path = _save(tmp_path / "strip.png", Image.fromarray(pixels))
+    x, note = ImageDecoder(8, 1, aspect="crop").decode_row_noted(_row(path))
+    assert (x == 1).all() and note.endswith("crop 48x16 -> 8")
+    stretched = ImageDecoder(8, 1, aspect="stretch").decode_row(_row(path))
+    assert stretched[0, :, 0].max() < -0.9 and stretched[0, :, 4].min() > 0.9
+    assert abs(float(stretched[0, 0, 7]) - (100 / 127.5 - 1)) < 0.05
+
+
+def test_exif_orientation_is_applied_first(tmp_path):
+    pixels = np.zeros((8, 16), np.uint8)
+    pixels[:, :8] = 255  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": the stored left edge becomes the top
+    path = _save(tmp_path / "phone.jpg", Image.fromarray(pixels).convert("RGB"), exif=exif, quality=95)
+    x, note = ImageDecoder(16, 1, aspect="stretch").decode_row_noted(_row(path))
+    assert x[0, :6].mean() > 0.9 and x[0, -6:].mean() < -0.9  # upright: white on top, black below
+    assert "exif rotate 90" in note
+    plain = _save(tmp_path / "plain.jpg", Image.fromarray(pixels).convert("RGB"), quality=95)
+    y = ImageDecoder(16, 1, aspect="stretch").decode_row(_row(plain))
+    assert y[0, :, :6].mean() > 0.9 and y[0, :, -6:].mean() < -0.9  # no tag: as stored
+
+
+def test_twelve_bit_in_sixteen_uses_the_full_range(tmp_path):
+    pixels = np.array([[0, 4095], [2048, 4095]], np.uint16).repeat(4, 0).repeat(4, 1)
+    path = _save(tmp_path / "12bit.png", Image.fromarray(pixels))
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(path))
+    assert x[0, 0, 0] == -1 and x[0, 0, 7] == 1 and abs(float(x[0, 7, 0]) - (2048 * 255 / 4095 / 127.5 - 1)) < 1e-5
+    assert "bits 12 (max value)" in note
+
+
+def test_png_sbit_is_honoured(tmp_path):
+    pixels = np.full((8, 8), 1000, np.uint16)  # would read as 10-bit by its maximum; sBIT says 12
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(_png_with_sbit(tmp_path / "sbit.png", pixels, 12)))
+    assert "bits 12 (sBIT)" in note
+    assert torch.allclose(x, torch.tensor(1000 * 255 / 4095 / 127.5 - 1), atol=1e-5)
+
+
+def test_sixteen_bit_tiff_by_tags_and_by_range(tmp_path):
+    pixels = np.array([[0, 1023], [512, 1023]], np.uint16).repeat(4, 0).repeat(4, 1)
+    tagged = tmp_path / "tagged.tif"
+    Image.fromarray(pixels).save(tagged, tiffinfo={341: 1023})  # SMaxSampleValue
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(tagged))
+    assert "bits 10 (SMaxSampleValue)" in note and x[0, 0, 7] == 1 and x[0, 0, 0] == -1
+    plain = _save(tmp_path / "plain.tif", Image.fromarray(pixels * 16))  # 14-bit range, no tag
+    x, note = ImageDecoder(8, 1).decode_row_noted(_row(plain))
+    assert "bits 14 (max value)" in note and abs(float(x[0, 0, 7]) - (16368 * 255 / 16383 / 127.5 - 1)) < 1e-5
+
+
+def test_jpeg_is_decoded_by_libjpeg_at_a_reduced_scale(tmp_path):
+    path = _save(tmp_path / "big.jpg", Image.new("RGB", (400, 200), (90, 90, 90)))
+    x, note = ImageDecoder(32, 1, aspect="crop").decode_row_noted(_row(path))
+    assert "jpeg draft 400x200 -> 100x50" in note and note.endswith("crop 100x50 -> 32")  # 1/4 keeps >= 32 per side
+    assert torch.allclose(x, torch.tensor(90 / 127.5 - 1), atol=0.02)
+
+
+def test_decode_batch_noted_returns_a_note_per_row(tmp_path):
+    good = _save(tmp_path / "g.png", Image.new("L", (20, 10), 50))
+    images, errors, notes = ImageDecoder(8, 1, aspect="pad").decode_batch_noted([_row(good), _row(tmp_path / "x.png")])
+    assert errors[0] is None and "does not exist" in errors[1]
+    assert notes == ["PNG 20x10; pad 20x10 -> 8", None]
+
+
+def test_aspect_and_budget_are_validated_and_come_from_the_config():
+    from meddiff.config import DataConfig
+
+    with pytest.raises(ConfigError, match="aspect: expected one of pad, crop, stretch, got 'squash'"):
+        ImageDecoder(16, 1, aspect="squash")
+    with pytest.raises(ConfigError, match="max_pixels"):
+        ImageDecoder(16, 1, max_pixels=0)
+    decoder = ImageDecoder.from_config(DataConfig(image_size=16, aspect="crop", max_pixels=1000))
+    assert (decoder.aspect, decoder.max_pixels) == ("crop", 1000)
+    assert ImageDecoder.from_config(DataConfig()).aspect == "pad"
+
+
+def test_a_bundle_without_aspect_keeps_stretch():
+    old = {"config": {"data": {"image_size": 16, "channels": 1}}}  # written before data.aspect existed
+    assert ImageDecoder.for_model(16, 1, old).aspect == "stretch"
+    new = {"config": {"data": {"image_size": 16, "channels": 1, "aspect": "pad", "max_pixels": 5000}}}
+    assert (ImageDecoder.for_model(16, 1, new).aspect, ImageDecoder.for_model(16, 1, new).max_pixels) == ("pad", 5000)
+    assert ImageDecoder.for_model(16, 1, None).aspect == "stretch"
+    with pytest.raises(ConfigError, match="data.aspect: expected one of pad, crop, stretch"):
+        ImageDecoder.for_model(16, 1, {"config": {"data": {"aspect": "fit"}}})
+
+
+def test_dicom_is_recognised_by_content_without_a_suffix(tmp_path):
+    from tests.dicom_files import write_dicom
+
+    pixels = np.array([[0, 4095], [4095, 0]], np.uint16).repeat(8, 0).repeat(8, 1)  # 16 x 16, 12-bit
+    path = write_dicom(tmp_path / "IM000001", pixels, bits_stored=12)  # hospital export: no suffix
+    x, note = ImageDecoder(8, 3).decode_row_noted(_row(path))
+    _check(x, 3, 8)
+    assert x[:, 0, 0].eq(-1).all() and x[:, 0, 7].eq(1).all() and torch.equal(x[0], x[1])
+    assert note.startswith("DICOM MONOCHROME2 16x16") and "bits 12" in note and note.endswith("stretch 16x16 -> 8")
+    y = ImageDecoder(8, 1).decode_bytes(path.read_bytes(), "upload")
+    assert torch.equal(y[0], x[0])
+
+
+def test_sixteen_bit_png_with_exif_keeps_its_sbit(tmp_path):
+    pixels = np.zeros((8, 16), np.uint16)
+    pixels[:, :8] = 1000  # left half bright as stored; sBIT 10 -> 1000 / 1023 of full scale
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _png_with_sbit(tmp_path / "rot.png", pixels, 10, exif=exif)
+    x, note = ImageDecoder(16, 1).decode_row_noted(_row(path))
+    assert note.startswith("PNG 16x8; exif rotate 90; bits 10 (sBIT)")
+    assert torch.allclose(x[0, :6], torch.tensor(1000 * 255 / 1023 / 127.5 - 1), atol=1e-4)  # stored left is on top
+    assert (x[0, -6:] == -1).all()
+
+
+def test_big_endian_sixteen_bit_tiff_is_resized_and_scaled(tmp_path):
+    pixels = np.zeros((16, 32), ">u2")
+    pixels[:, 16:] = 4000  # right half bright; 12-bit by its maximum
+    path = tmp_path / "be.tif"
+    Image.frombytes("I;16B", (32, 16), pixels.tobytes()).save(path)
+    assert Image.open(path).mode == "I;16B"
+    x, note = ImageDecoder(8, 3, aspect="crop").decode_row_noted(_row(path))
+    assert note == "TIFF 32x16; bits 12 (max value); crop 32x16 -> 8"
+    assert (x[:, :, :3] == -1).all() and torch.allclose(x[:, :, 5:], torch.tensor(4000 * 255 / 4095 / 127.5 - 1))

@@ -50,3 +50,27 @@ def test_shards_write_once_and_read_back(tmp_path):
 
     with _pytest.raises(Exception, match="planned for 8 other rows"):
         plan_shards(frame.iloc[:5], tmp_path, shard_size=3)
+
+
+def test_scored_rows_record_the_preprocessing(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from meddiff.data import ImageDecoder
+    from meddiff.methods.predictor import predict_manifest_rows
+
+    path = tmp_path / "wide.png"
+    Image.new("L", (30, 12), 90).save(path)
+    predictor = SimpleNamespace(
+        decoder=ImageDecoder(8, 1, aspect="pad"), class_names=("a", "b"), method="toy", model_id="m",
+        cfg=SimpleNamespace(seed=0), _code_version="v",
+        predict_pixels=lambda pixels, ids: [{S.PRED: 0, S.STATUS: S.STATUS_OK} for _ in ids])
+    rows = [{"id": "ok", "label": 0, "path": str(path), "array_key": "", "array_index": -1},
+            {"id": "gone", "label": 1, "path": str(tmp_path / "gone.png"), "array_key": "", "array_index": -1}]
+    out = predict_manifest_rows(predictor, rows)
+    table = S.to_table(out)
+    assert table.column(S.PREPROCESS).to_pylist() == ["PNG 30x12; pad 30x12 -> 8", None]
+    assert table.column(S.STATUS).to_pylist() == ["ok", "error"]
+    old = table.drop_columns([S.PREPROCESS])  # a part written before the column existed reads with it null
+    assert S.with_added_columns(old).column(S.PREPROCESS).null_count == 2

@@ -159,7 +159,7 @@ def run_benchmark(
     cfg = config_from_json(model.metadata["config"])
     manifest = checkpoint_manifest(model.metadata, cfg.data, split)
     frame = _stratified(manifest.frame, min(n_images, len(manifest)))
-    decoder = ImageDecoder(model.image_size, model.channels)
+    decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
     pixels = torch.stack([decoder.decode_row(r) for r in frame.to_dict("records")])
     x = model.to_model_space(pixels).to(device)
     y = frame["label"].to_numpy()

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from meddiff.config import IMAGE_FORMATS
 from meddiff.errors import DataError
 from meddiff.data.npz import cached_npz_key
 from meddiff.data.phantoms import PHANTOM_SCHEME, parse_phantom_uri, render_phantom
@@ -291,7 +292,7 @@ def _open_small(data: bytes, path: str, row_id: str) -> Image.Image | None:
     None when it does not decode: the leakage check skips it, scoring reports the row as failed
     (``meddiff.data.decode``)."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # never another plugin (EPS runs Ghostscript)
         image.draft("L", (64, 64))
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):

@@ -53,7 +53,7 @@ class Explainer:
         self.model = model
         self.cfg = cfg
         self.out_dir = Path(out_dir)
-        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.decoder = ImageDecoder.for_model(model.image_size, model.channels, getattr(model, "metadata", None))
         self._code_version = code_version()
 
     @classmethod

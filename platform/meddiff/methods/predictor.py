@@ -128,7 +128,7 @@ class NetworkPredictor(Predictor):
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.model.network.to(self.device).eval()
-        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
         self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
         self._code_version = code_version()
 
@@ -156,11 +156,12 @@ def predict_manifest_rows(predictor, rows: Sequence[dict[str, Any]]) -> list[dic
     """Decode manifest rows with ``predictor.decoder``, score the decodable ones with ``predictor.predict_pixels`` and
     return one results row per input row.
 
-    One bad image never fails the batch: its row gets status "error" and the decoder's message.
+    One bad image never fails the batch: its row gets status "error" and the decoder's message. Every decoded row
+    carries the decoder's note of what it did to the image (``preprocess``).
     """
-    images, errors = predictor.decoder.decode_batch(rows)
+    images, errors, notes = predictor.decoder.decode_batch_noted(rows)
     good = [i for i, e in enumerate(errors) if e is None]
-    out = [identity_fields(row, predictor.class_names) for row in rows]
+    out = [{**identity_fields(row, predictor.class_names), S.PREPROCESS: note} for row, note in zip(rows, notes)]
     if good:
         preds = predictor.predict_pixels(images[good], [str(rows[i]["id"]) for i in good])
         for i, pred in zip(good, preds):

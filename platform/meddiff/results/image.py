@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from meddiff.config import IMAGE_FORMATS
 from meddiff.errors import ResultsError
 from meddiff.results import schema as S
 
@@ -265,7 +266,7 @@ def _file_pixels(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ResultsError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:  # never another plugin (EPS runs Ghostscript)
             image.load()
             mode = "L" if image.mode in ("L", "I;16", "I", "F", "1") else "RGB"
             return np.asarray(image.convert(mode))

@@ -38,6 +38,7 @@ MODEL_ID = "model_id"
 SEED = "seed"
 STATUS = "status"  # "ok" | "error"
 ERROR = "error"
+PREPROCESS = "preprocess"  # what the decoder did to the image, e.g. "PNG 300x512; bits 12 (sBIT); pad 300x512 -> 64"
 CODE_VERSION = "code_version"
 
 STATUS_OK = "ok"
@@ -75,13 +76,14 @@ SCHEMA = pa.schema(
         pa.field(SEED, pa.int64()),
         pa.field(STATUS, pa.string(), nullable=False),
         pa.field(ERROR, pa.string()),
+        pa.field(PREPROCESS, pa.string()),
         pa.field(CODE_VERSION, pa.string()),
     ]
 )
 
 COLUMNS = tuple(SCHEMA.names)
 # Columns added after results sets were first written: a part file without them reads with them null.
-ADDED_COLUMNS = (GROUP, METADATA, FOLD, DECISION, REFER_THRESHOLD, RISK_ALPHA, RISK_DELTA)
+ADDED_COLUMNS = (GROUP, METADATA, FOLD, DECISION, REFER_THRESHOLD, RISK_ALPHA, RISK_DELTA, PREPROCESS)
 
 
 def with_added_columns(table: pa.Table) -> pa.Table:

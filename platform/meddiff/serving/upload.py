@@ -3,31 +3,37 @@
 Every refusal is an ``UploadError`` carrying the HTTP status and a message that says what was wrong and what to send
 instead; nothing here raises anything else for bad input (a bad body must never become a 500). The checks, in order:
     1. body: present (400), within the size cap (413, checked from Content-Length before reading, then while reading);
-    2. content type: ``multipart/form-data`` with a ``file`` field, or the raw file with an image content type (415);
-    3. format: one PIL identifies and that is on the allow-list (415); GIF, EPS, PDF, DICOM ... are refused;
-    4. dimensions: read from the header before decoding, so a decompression bomb is refused unread (422);
+    2. content type: ``multipart/form-data`` with a ``file`` field, or the raw file with an image content type or
+       ``application/dicom`` / ``application/octet-stream`` (415);
+    3. format: the decoder's allow-list (``meddiff.data.decode.open_checked``: PNG, JPEG, TIFF, BMP, WebP; DICOM
+       recognised by content, ``meddiff.data.dicom.looks_like_dicom``); GIF, EPS, PDF, SVG, text ... are refused (415);
+    4. header, before decoding, with the decoder's own checks: one frame only, width x height within the pixel budget
+       (``UploadLimits.max_pixels``, as ``data.max_pixels``; DICOM: ``check_dicom_size``), sides within
+       ``min_side`` / ``max_side`` (422); a decompression bomb is refused unread;
     5. decode: the whole file is decoded, so a truncated or corrupt file is refused here (422);
     6. channels: the model's channel count (422): a grayscale model refuses a colour image and an RGB model a
        grayscale one, rather than converting silently; an RGB file whose three planes are equal counts as grayscale,
-       an alpha channel is accepted only when fully opaque.
+       an alpha channel is accepted only when fully opaque; DICOM MONOCHROME1/2 is grayscale.
 The pixels themselves are then produced by the checkpoint's ``ImageDecoder``, exactly as in batch scoring.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from meddiff.errors import ConfigError, MeddiffError
+from meddiff.config import DEFAULT_MAX_PIXELS
+from meddiff.data.decode import open_checked
+from meddiff.data.dicom import check_dicom_size, looks_like_dicom, read_dicom, read_dicom_header
+from meddiff.errors import ConfigError, DataError, ImageFormatError, MeddiffError
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "DICOM")
 RAW_CONTENT_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/bmp", "image/tiff", "image/webp",
-                     "application/octet-stream")
+                     "application/dicom", "application/octet-stream")
+_WHERE = "the uploaded image"
 MAX_ID_CHARS = 256
 # An RGB file counts as grayscale when its planes differ by at most this much (JPEG rounding of a grey image).
 GREY_TOLERANCE = 8
@@ -48,15 +54,18 @@ class UploadError(MeddiffError):
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """max_bytes: largest accepted image file (and request body); min_side / max_side: accepted image sides (pixels)."""
+    """max_bytes: largest accepted image file (and request body); min_side / max_side: accepted image sides (pixels);
+    max_pixels: largest width x height (the decoder's pixel budget, ``data.max_pixels``), checked from the header."""
 
     max_bytes: int = 10 * 2**20
     min_side: int = 8
     max_side: int = 8192
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.min_side < 1 or self.max_side < self.min_side:
-            raise ConfigError(f"UploadLimits: expected max_bytes >= 1 and 1 <= min_side <= max_side, got {self}")
+        if self.max_bytes < 1 or self.min_side < 1 or self.max_side < self.min_side or self.max_pixels < 1:
+            raise ConfigError(f"UploadLimits: expected max_bytes >= 1, 1 <= min_side <= max_side and max_pixels >= 1, "
+                              f"got {self}")
 
 
 @dataclass(frozen=True)
@@ -115,37 +124,58 @@ def inspect_image(data: bytes, channels: int, limits: UploadLimits) -> ImageInfo
         raise UploadError(400, f"the image is empty (0 bytes); {_HOW_TO_SEND}")
     if len(data) > limits.max_bytes:
         raise UploadError(413, f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes; send a smaller image")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the sides are bounded below instead
+    if looks_like_dicom(data[:132]):
+        return _inspect_dicom(data, channels, limits)
+    try:
+        image = open_checked(data, _WHERE, limits.max_pixels)  # the decoder's allow-list, frames and pixel budget
+    except ImageFormatError as exc:
+        raise UploadError(415, f"{exc}; {_HOW_TO_SEND}") from None
+    except DataError as exc:
+        raise UploadError(422, str(exc)) from None
+    except Exception as exc:  # a broken header can fail in a plugin's open with anything
+        raise UploadError(422, f"the image header cannot be read ({type(exc).__name__}: {exc}); "
+                               "send a complete, uncorrupted image file") from None
+    with image:
+        fmt = image.format or "?"
+        width, height = image.size
+        _check_sides(width, height, limits)
         try:
-            image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise UploadError(415, f"the body is not an image file ({_describe(data)}); expected one of "
-                                   f"{', '.join(SUPPORTED_FORMATS)}") from None
-        except Image.DecompressionBombError as exc:
-            raise UploadError(422, f"the image is too large to decode safely ({exc}); the largest accepted side is "
-                                   f"{limits.max_side} pixels") from None
-        except Exception as exc:  # a broken header can fail in a plugin's open with anything
-            raise UploadError(422, f"the image header cannot be read ({type(exc).__name__}: {exc}); "
-                                   "send a complete, uncorrupted image file") from None
-        with image:
-            fmt = image.format or "?"
-            if fmt not in SUPPORTED_FORMATS:
-                raise UploadError(415, f"{fmt} images are not accepted; expected one of {', '.join(SUPPORTED_FORMATS)}")
-            width, height = image.size
-            if min(width, height) < limits.min_side:
-                raise UploadError(422, f"the image is {width} x {height} pixels; the smallest accepted side is "
-                                       f"{limits.min_side} pixels")
-            if max(width, height) > limits.max_side:
-                raise UploadError(422, f"the image is {width} x {height} pixels; the largest accepted side is "
-                                       f"{limits.max_side} pixels; downscale it first")
-            try:
-                image.load()
-            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... on bad data
-                raise UploadError(422, f"the {fmt} file is truncated or corrupt ({type(exc).__name__}: {exc}); "
-                                       "send the complete file") from None
-            _check_channels(image, channels)
-            return ImageInfo(fmt, width, height, image.mode)
+            image.load()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... on bad data
+            raise UploadError(422, f"the {fmt} file is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                                   "send the complete file") from None
+        _check_channels(image, channels)
+        return ImageInfo(fmt, width, height, image.mode)
+
+
+def _inspect_dicom(data: bytes, channels: int, limits: UploadLimits) -> ImageInfo:
+    """Checks 3-6 for a DICOM file, with ``meddiff.data.dicom`` (the decoder's own reader)."""
+    try:
+        header = read_dicom_header(data, _WHERE)
+        width, height = check_dicom_size(header, _WHERE, limits.max_pixels)  # frames and budget, from the header
+    except DataError as exc:
+        raise UploadError(422, str(exc)) from None
+    _check_sides(width, height, limits)
+    try:
+        dicom = read_dicom(data, _WHERE, limits.max_pixels)
+    except DataError as exc:
+        raise UploadError(422, str(exc)) from None
+    if dicom.photometric.startswith("MONOCHROME"):
+        found = 1
+    else:
+        planes = dicom.pixels
+        found = 1 if float((planes.max(axis=-1) - planes.min(axis=-1)).max(initial=0.0)) <= GREY_TOLERANCE else 3
+    _check_found_channels(found, channels, f"DICOM {dicom.photometric}")
+    return ImageInfo("DICOM", width, height, dicom.photometric)
+
+
+def _check_sides(width: int, height: int, limits: UploadLimits) -> None:
+    if min(width, height) < limits.min_side:
+        raise UploadError(422, f"the image is {width} x {height} pixels; the smallest accepted side is "
+                               f"{limits.min_side} pixels")
+    if max(width, height) > limits.max_side:
+        raise UploadError(422, f"the image is {width} x {height} pixels; the largest accepted side is "
+                               f"{limits.max_side} pixels; downscale it first")
 
 
 def _check_channels(image: Image.Image, channels: int) -> None:
@@ -170,11 +200,16 @@ def _check_channels(image: Image.Image, channels: int) -> None:
     else:
         raise UploadError(422, f"the image has mode {image.mode} ({len(image.getbands())} channels: "
                                f"{''.join(image.getbands())}); expected {_expected(channels)}")
+    _check_found_channels(found, channels, f"mode {image.mode}")
+
+
+def _check_found_channels(found: int, channels: int, kind: str) -> None:
     if channels == 1 and found == 3:
-        raise UploadError(422, "the image is a colour RGB image (3 channels that differ); this model reads grayscale "
-                               "images (1 channel); send the grayscale image (a grey image stored as RGB is accepted)")
+        raise UploadError(422, f"the image is a colour RGB image (3 channels that differ, {kind}); this model reads "
+                               "grayscale images (1 channel); send the grayscale image (a grey image stored as RGB is "
+                               "accepted)")
     if channels == 3 and found == 1:
-        raise UploadError(422, f"the image is grayscale (1 channel, mode {image.mode}); this model reads RGB colour "
+        raise UploadError(422, f"the image is grayscale (1 channel, {kind}); this model reads RGB colour "
                                "images (3 channels); send the colour image")
 
 
@@ -185,18 +220,3 @@ def _is_grey(image: Image.Image) -> bool:
 
 def _expected(channels: int) -> str:
     return "a grayscale image (1 channel)" if channels == 1 else "an RGB colour image (3 channels)"
-
-
-def _describe(data: bytes) -> str:
-    head = data[:16]
-    if head.lstrip().startswith((b"{", b"[")):
-        return "it looks like JSON"
-    if head.startswith(b"%PDF"):
-        return "it looks like a PDF"
-    if b"DICM" in data[128:132]:
-        return "it looks like DICOM, which is not supported; export the image as PNG"
-    try:
-        head.decode("utf-8")
-        return "it looks like text"
-    except UnicodeDecodeError:
-        return f"first bytes {head[:8].hex()}"

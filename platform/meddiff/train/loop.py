@@ -99,7 +99,7 @@ def setup_run(cfg: ExperimentConfig, context: LocalContext | None, kind: str) ->
     setup = RunSetup(cfg=cfg, kind=kind, ctx=ctx, device=device,
                      amp_dtype=autocast_dtype(device, cfg.train.precision), run_dir=run_dir,
                      ckpt_dir=ctx.checkpoint_dir(run_dir), manifest=manifest, train_m=train_m, val_m=val_m,
-                     decoder=ImageDecoder(cfg.data.image_size, cfg.data.channels), fingerprint=manifest.fingerprint())
+                     decoder=ImageDecoder.from_config(cfg.data), fingerprint=manifest.fingerprint())
     if ctx.is_main:
         ctx.log(f"[train] {cfg.name} ({kind}): {len(train_m)} training images {train_m.class_counts()}, "
                 f"{len(val_m)} val images from {cfg.data.source}; device {device}")

@@ -76,7 +76,7 @@ def train_dcube(cfg: ExperimentConfig, context: LocalContext | None = None) -> P
     if len(train_m) == 0:
         raise DataError(f"data source {cfg.data.source!r} has no training images (split 'train' is empty)")
     fingerprint = manifest.fingerprint()
-    decoder = ImageDecoder(cfg.data.image_size, cfg.data.channels)
+    decoder = ImageDecoder.from_config(cfg.data)
     candidates = _candidates(diffusion, opts)
     log(f"[train] {cfg.name}: D-Cube on the frozen diffusion model {diffusion.model_id} ({frozen_path}); "
         f"{len(train_m)} training images {train_m.class_counts()}, {len(val_m)} val images from {cfg.data.source}; "

@@ -31,7 +31,7 @@ class DCubePredictor(Predictor):
         self.device = device or resolve_device(cfg.device)
         self.model.diffusion.denoiser.to(self.device).eval()
         self.model.head.to(self.device).eval()
-        self.decoder = ImageDecoder(model.diffusion.image_size, model.diffusion.channels)
+        self.decoder = ImageDecoder.for_model(model.diffusion.image_size, model.diffusion.channels, model.metadata)
         self.autocast_dtype = autocast_dtype(self.device, cfg.precision)
         self._code_version = code_version()
 

@@ -29,7 +29,7 @@ class DiffusionPredictor(Predictor):
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.model.denoiser.to(self.device).eval()
-        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
         self.spec = EngineSpec(
             num_classes=model.num_classes,
             schedule=model.schedule,

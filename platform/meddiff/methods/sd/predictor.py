@@ -39,7 +39,7 @@ class SDPredictor(Predictor):
         self.model.to(self.device)
         self.model.unet.eval()
         self.model.vae.eval()
-        self.decoder = ImageDecoder(model.image_size, model.channels)
+        self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
         self.denoiser = PromptUNetDenoiser(model.unet, model.prompt_embeds, model.schedule, model.prediction_type)
         self.spec = EngineSpec(
             num_classes=model.num_classes,
