@@ -104,7 +104,7 @@ def write_dicom(
     dtype = {(8, False): np.uint8, (8, True): np.int8, (16, False): np.uint16, (16, True): np.int16}
     ds.PixelData = np.ascontiguousarray(pixels.astype(dtype[bits_allocated, signed])).tobytes()
     if compression is not None:
-        ds.compress(COMPRESSED[compression])
+        ds.compress(COMPRESSED[compression], generate_instance_uid=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=add_preamble)
