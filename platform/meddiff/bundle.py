@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from meddiff.durable import commit
 from meddiff.errors import CheckpointError
 from meddiff.provenance import code_version, file_sha256
 
@@ -101,7 +102,7 @@ def save_bundle(
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    commit(tmp, final)  # fsync every file and folder, rename, fsync checkpoints/
     if keep > 0:
         for old in list_bundles(checkpoints_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -83,11 +83,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         from meddiff.raycluster import ray_session
 
         with ray_session(ray_cfg.address):
-            summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg)
+            summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg,
+                                       force_new=args.force_new)
     else:
-        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out)
+        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new)
+    out = summary.get("out_dir", args.out)
+    if Path(out) != Path(args.out):
+        print(f"--force-new: {args.out} holds results of other settings; writing to {out}", file=sys.stderr)
     print(format_summary(summary))
-    print(f"results: {args.out}")
+    print(f"results: {out}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0
@@ -212,7 +216,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         raise ConfigError("--out referral.json is required (or --check R for the re-split table)")
     record = calibrate(run, args.alpha, args.delta, rule=args.rule, split=args.split)
-    Path(args.out).write_text(json.dumps(record, indent=2))
+    from meddiff.durable import atomic_write_json
+
+    atomic_write_json(args.out, record)
     cal = record["calibration"]
     print(f"{args.rule}: threshold {record['threshold']} (accept uncertainty <= it; null = refer all), calibration "
           f"coverage {100 * cal['coverage']:.1f} %, risk {100 * cal['risk']:.1f} %, upper bound {100 * cal['ucb']:.1f} % "
@@ -268,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
     p.add_argument("--json", help="also write the summary metrics to this JSON file")
     p.add_argument("--referral", help="referral.json of `meddiff calibrate`: fill decision accept/refer in every row")
+    p.add_argument("--force-new", action="store_true",
+                   help="when --out holds results of another checkpoint or settings, write to OUT-2 (OUT-3, ...) instead")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="train a tiny model on real data (or phantoms), score the test split, print metrics")

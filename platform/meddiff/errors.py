@@ -24,3 +24,7 @@ class CheckpointError(MeddiffError):
 
 class ResultsError(MeddiffError):
     """A results folder cannot be written or read as asked (planned for other rows, foreign files, bad schema)."""
+
+
+class ResultsFolderInUse(ResultsError):
+    """A results folder holds rows scored with another checkpoint or other settings (its fingerprint differs)."""
