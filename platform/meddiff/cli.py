@@ -245,6 +245,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
                                      "classifiers (train, score, explain, report, serve, dashboard, demo)")
+    parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a diffusion classifier or a baseline (config method) from a YAML config; resumes a run of the same name")
@@ -394,16 +395,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error ends in one line on stderr: exit code 2 for a meddiff error (bad input, config,
+    data, checkpoint, results folder) or an OS error on a user path, 130 when interrupted, 1 for anything else (a bug);
+    ``--debug`` (before the command) shows the traceback as well."""
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except MeddiffError as exc:
-        print(f"meddiff {args.command}: error: {exc}", file=sys.stderr)
+        _report(args, f"error: {_one_line(exc)}", debug)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+        _report(args, f"error: {_one_line(exc)}{where}", debug)
         return 2
     except KeyboardInterrupt:
-        print(f"meddiff {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        _report(args, "interrupted; re-run the same command to resume", debug)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        _report(args, f"internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug: please report it with "
+                      f"the output of `meddiff --debug {args.command} ...`", debug)
+        return 1
+
+
+def _report(args: argparse.Namespace, line: str, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    print(f"meddiff {args.command}: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":
