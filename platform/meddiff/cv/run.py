@@ -59,7 +59,7 @@ def results_complete(bundle: Path, cfg: ExperimentConfig, split: str, out_dir: P
     if not (out_dir / PLAN_FILE).is_file():
         return False
     manifest = checkpoint_manifest(read_bundle(bundle).metadata, cfg.data, split)
-    return not plan_shards(manifest.frame, out_dir, cfg.score.shard_size).pending()
+    return not plan_shards(manifest.frame, out_dir, cfg.score.shard_size, verify=True).pending()
 
 
 def check_cv(cfg: ExperimentConfig, folds: int) -> None:

@@ -84,7 +84,8 @@ def score_manifest(
     settings. A job that scored images records its throughput in meta.json (``finish_meta``).
     Returns {"scored", "skipped", "errors", "seconds"}.
     """
-    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log)
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log,
+                       verify=True)
     start_meta(out_dir, results_meta(predictor.metadata, manifest, cfg, fingerprint_meta(plan, settings)))
     skipped = plan.done_rows()
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)

@@ -146,7 +146,8 @@ def score_with_ray(
     from meddiff.scoring.local import fingerprint_meta, finish_meta, limited_frame, results_meta, start_meta
 
     out_dir = Path(out_dir).expanduser().resolve()
-    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log)
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log,
+                       verify=True)
     start_meta(out_dir, results_meta(bundle_meta, manifest, cfg,
                                      {**(extra_meta or {}), **fingerprint_meta(plan, settings)}))
     pending = plan.pending()

@@ -120,13 +120,14 @@ def fresh_sibling(out_dir: str | Path, fingerprint: str) -> Path:
 
 
 def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
-                settings: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> ShardPlan:
+                settings: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                verify: bool = False) -> ShardPlan:
     """Plan (or re-open the plan of) a results folder for the manifest rows in ``frame``.
 
     ``settings`` (``meddiff.scoring.fingerprint.result_settings``) are saved with the plan; re-opening a folder whose
-    results were scored with other settings raises ``ResultsFolderInUse`` naming each differing setting. On re-open
-    every written shard is verified (``repair_shards``): a broken one is logged via ``log`` and removed, to be scored
-    again.
+    results were scored with other settings raises ``ResultsFolderInUse`` naming each differing setting. With
+    ``verify`` (results shards of ``meddiff.results.schema``: one row per planned row) every written shard is checked
+    on re-open (``repair_shards``): a broken one is logged via ``log`` and removed, to be scored again.
     """
     out_dir = Path(out_dir)
     ids = frame["id"].astype(str).tolist()
@@ -153,7 +154,8 @@ def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
                     f"against this run; score into another --out, or pass --force-new to write to a fresh sibling folder"
                 )
             _write_plan(plan)
-        repair_shards(plan, log)
+        if verify:
+            repair_shards(plan, log)
     else:
         stray = [p.name for p in out_dir.glob("*.parquet")] if out_dir.is_dir() else []
         if stray:
