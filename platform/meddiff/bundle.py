@@ -216,7 +216,8 @@ def verify_files(folder: Path, meta: dict[str, Any], names: list[str] | None = N
             continue
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"{folder}: {name} is missing (metadata.json records it with sha256 {expected[:16]}...)")
+            raise CheckpointError(f"{folder}: {name} is missing (metadata.json records it with sha256 "
+                                  f"{expected[:16]}...)")
         found = cached_sha256(path)
         if found != expected:
             raise CheckpointError(
@@ -253,7 +254,8 @@ def _bundle_dirs(path: Path) -> list[Path]:
     """Every ``step_*`` folder (whole or not) in ``path`` or ``path/checkpoints``, oldest first."""
     for candidate in (path, path / "checkpoints"):
         if candidate.is_dir():
-            found = sorted((p for p in candidate.iterdir() if p.is_dir() and step_of(p.name) >= 0), key=lambda p: p.name)
+            found = sorted((p for p in candidate.iterdir() if p.is_dir() and step_of(p.name) >= 0),
+                           key=lambda p: p.name)
             if found:
                 return found
     return []

@@ -93,7 +93,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"results: {out}")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        from meddiff.durable import atomic_write_json
+
+        atomic_write_json(args.json, summary)
     return 0
 
 

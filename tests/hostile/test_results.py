@@ -302,3 +302,15 @@ def test_broken_bundle_via_cli_is_one_line(bundle_copy, pneumonia_npz, tmp_path,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "model.safetensors: sha256" in err and "does not match" in err
+
+
+def test_rescoring_with_another_checkpoint_is_refused(damaged, tiny_checkpoint, pneumonia_npz, tmp_path, capsys):
+    other = tmp_path / "other" / B.bundle_name(20)
+    shutil.copytree(tiny_checkpoint, other)
+    meta = json.loads((other / B.METADATA_FILE).read_text())
+    old_id, meta["model_id"] = meta["model_id"], "unet-retrained0000"
+    (other / B.METADATA_FILE).write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert score(other, pneumonia_npz, damaged) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"checkpoint.model_id: {old_id} -> unet-retrained0000" in line
