@@ -314,3 +314,17 @@ def test_rescoring_with_another_checkpoint_is_refused(damaged, tiny_checkpoint, 
     assert score(other, pneumonia_npz, damaged) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and f"checkpoint.model_id: {old_id} -> unet-retrained0000" in line
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda p: p.unlink(), id="deleted-slice"),
+    pytest.param(lambda p: p.write_bytes(p.read_bytes()[:40]), id="truncated-slice"),
+])
+def test_broken_plan_slice_is_rewritten_from_the_data(damage, clean, damaged, tiny_checkpoint, pneumonia_npz, capsys):
+    (damaged / "shard-000001.parquet").unlink()
+    damage(damaged / "_shards" / "shard-000001.parquet")
+    capsys.readouterr()
+    assert score(tiny_checkpoint, pneumonia_npz, damaged) == 0
+    assert "shard 1: its planned slice shard-000001.parquet is missing or unreadable" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(read_results(clean).sort_values(S.IMAGE_ID).reset_index(drop=True)[COMPARED],
+                                  read_results(damaged).sort_values(S.IMAGE_ID).reset_index(drop=True)[COMPARED])

@@ -154,6 +154,7 @@ def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
                     f"against this run; score into another --out, or pass --force-new to write to a fresh sibling folder"
                 )
             _write_plan(plan)
+        _repair_slices(plan, frame, log)
         if verify:
             repair_shards(plan, log)
     else:
@@ -168,6 +169,23 @@ def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
         fsync_dir(out_dir / SLICES_DIR)
         _write_plan(plan, settings)
     return plan
+
+
+def _repair_slices(plan: ShardPlan, frame: pd.DataFrame, log: Callable[[str], None] | None) -> None:
+    """Rewrite each missing or unreadable manifest slice from ``frame`` (its ids match the plan's, so the slice is
+    exactly what was planned)."""
+    write = log or (lambda line: print(line, file=sys.stderr))
+    for k in range(plan.num_shards):
+        path = plan.slice_file(k)
+        try:
+            ok = pq.read_metadata(path).num_rows == plan.slice_rows(k)
+        except Exception:  # missing, empty or cut short
+            ok = False
+        if not ok:
+            write(f"[score] shard {k}: its planned slice {path.name} is missing or unreadable; rewriting it from the data")
+            path.parent.mkdir(exist_ok=True)
+            rows = frame.iloc[k * plan.shard_size : (k + 1) * plan.shard_size]
+            atomic_write_parquet(path, rows.reset_index(drop=True))
 
 
 def _write_plan(plan: ShardPlan, settings: dict[str, Any] | None = None) -> None:
