@@ -19,7 +19,7 @@ PACKAGE = REPO / "platform" / "meddiff"
 
 # part -> layer (ARCHITECTURE.md, "Layers"); a part is a top-level module or a package, and each method package
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["meddiff", "errors", "config", "rules", "provenance", "device", "progress", "bundle",
+    **dict.fromkeys(["meddiff", "errors", "config", "rules", "provenance", "device", "progress", "bundle", "durable",
                      "method_registry", "raycluster"], 0),
     **dict.fromkeys(["data", "results", "metrics"], 1),
     **dict.fromkeys(["models", "diffusion"], 2),

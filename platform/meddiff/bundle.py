@@ -6,12 +6,15 @@
         train_state/          everything resume needs: raw weights, optimiser state, step (safetensors + JSON)
 
 A bundle is written to a temporary folder and renamed into place, so a crash never leaves a half-written checkpoint
-that looks complete. ``resolve_bundle`` accepts a bundle, a ``checkpoints`` folder or a run folder (newest bundle wins).
+that looks complete. ``resolve_bundle`` accepts a bundle, a ``checkpoints`` folder or a run folder (newest bundle wins);
+``read_bundle`` verifies every file against the SHA-256 in metadata.json and, for a folder, falls back past a broken
+newest bundle to the previous whole one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from meddiff.durable import commit
 from meddiff.errors import CheckpointError
 from meddiff.provenance import code_version, file_sha256
 
@@ -30,6 +34,7 @@ MODEL_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
 TRAIN_STATE_DIR = "train_state"
 RAW_WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE = "model_raw.safetensors", "optimizer.safetensors", "state.json"
+_log = logging.getLogger("meddiff.bundle")
 REQUIRED_METADATA = ("format_version", "kind", "model_id", "model", "class_names", "image_size", "channels", "step")
 
 
@@ -101,7 +106,7 @@ def save_bundle(
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    commit(tmp, final)  # fsync every file and folder, rename, fsync checkpoints/
     if keep > 0:
         for old in list_bundles(checkpoints_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -188,13 +193,50 @@ def resolve_bundle(path: str | Path) -> Path:
     )
 
 
-def read_bundle(path: str | Path) -> Bundle:
-    """Read and check a bundle's metadata (weights are loaded by the caller that knows the architecture)."""
-    folder = resolve_bundle(path)
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a server hashes once
+
+
+def cached_sha256(path: Path) -> str:
+    """``file_sha256`` of ``path``, remembered while the file keeps its size and modification time."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = file_sha256(path)
+    return _HASH_CACHE[key]
+
+
+def verify_files(folder: Path, meta: dict[str, Any], names: list[str] | None = None) -> None:
+    """CheckpointError unless every file recorded in ``metadata.json`` (``files_sha256``; older bundles record only
+    ``weights_sha256``) exists and has its recorded SHA-256; ``names`` limits the check to those files."""
+    recorded = dict(meta.get("files_sha256") or {})
+    if not recorded and meta.get("weights_sha256"):
+        recorded = {MODEL_FILE: meta["weights_sha256"]}
+    for name, expected in sorted(recorded.items()):
+        if names is not None and name not in names:
+            continue
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: {name} is missing (metadata.json records it with sha256 "
+                                  f"{expected[:16]}...)")
+        found = cached_sha256(path)
+        if found != expected:
+            raise CheckpointError(
+                f"{path}: sha256 {found} does not match {expected} recorded in metadata.json; the file was changed or "
+                f"cut short after the bundle was written: restore it or use another bundle"
+            )
+
+
+def check_bundle(folder: Path) -> Bundle:
+    """Read a bundle folder's metadata and verify it whole: valid JSON with the required keys, a format this code
+    reads, the weights present and every recorded file matching its SHA-256. CheckpointError otherwise."""
     try:
         meta = json.loads((folder / METADATA_FILE).read_text())
-    except json.JSONDecodeError as exc:
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: {METADATA_FILE} is missing (a partial bundle)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{folder / METADATA_FILE}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / METADATA_FILE}: expected a JSON object, found {type(meta).__name__}")
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
         raise CheckpointError(f"{folder / METADATA_FILE}: missing keys {missing}")
@@ -204,11 +246,51 @@ def read_bundle(path: str | Path) -> Bundle:
         )
     if not (folder / MODEL_FILE).is_file():
         raise CheckpointError(f"{folder}: {MODEL_FILE} is missing")
+    verify_files(folder, meta)
     return Bundle(path=folder, metadata=meta)
 
 
+def _bundle_dirs(path: Path) -> list[Path]:
+    """Every ``step_*`` folder (whole or not) in ``path`` or ``path/checkpoints``, oldest first."""
+    for candidate in (path, path / "checkpoints"):
+        if candidate.is_dir():
+            found = sorted((p for p in candidate.iterdir() if p.is_dir() and step_of(p.name) >= 0),
+                           key=lambda p: p.name)
+            if found:
+                return found
+    return []
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle (weights are loaded by the caller that knows the architecture).
+
+    ``path`` names a bundle (it must be whole: CheckpointError otherwise), or a checkpoints / run folder: its newest
+    whole bundle, falling back past a partial or corrupt newest one with a warning naming both."""
+    path = Path(path)
+    if (path / METADATA_FILE).is_file():
+        return check_bundle(path)
+    candidates = _bundle_dirs(path)
+    if not candidates:
+        resolve_bundle(path)  # raises the missing / not-a-bundle error
+        raise CheckpointError(f"{path}: holds no checkpoint bundle")
+    failures: list[tuple[Path, CheckpointError]] = []
+    for folder in reversed(candidates):
+        try:
+            bundle = check_bundle(folder)
+        except CheckpointError as exc:
+            failures.append((folder, exc))
+            continue
+        if failures:
+            newest, why = failures[0]
+            _log.warning("checkpoint %s is broken (%s); using the previous whole bundle %s", newest, why, folder)
+        return bundle
+    raise failures[0][1]
+
+
 def load_weights(bundle: Bundle, model: nn.Module) -> nn.Module:
-    """Load the bundle's inference weights into ``model`` strictly (a mismatch names the differing keys)."""
+    """Load the bundle's inference weights into ``model`` strictly (a mismatch names the differing keys) after
+    checking their SHA-256 against metadata.json (cached, so a server does not rehash per request)."""
+    verify_files(bundle.path, bundle.metadata, [MODEL_FILE])
     state = load_file(str(bundle.path / MODEL_FILE))
     expected = set(model.state_dict())
     got = set(state)

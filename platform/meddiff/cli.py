@@ -83,13 +83,19 @@ def cmd_score(args: argparse.Namespace) -> int:
         from meddiff.raycluster import ray_session
 
         with ray_session(ray_cfg.address):
-            summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg)
+            summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg,
+                                       force_new=args.force_new)
     else:
-        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out)
+        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new)
+    out = summary.get("out_dir", args.out)
+    if Path(out) != Path(args.out):
+        print(f"--force-new: {args.out} holds results of other settings; writing to {out}", file=sys.stderr)
     print(format_summary(summary))
-    print(f"results: {args.out}")
+    print(f"results: {out}")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        from meddiff.durable import atomic_write_json
+
+        atomic_write_json(args.json, summary)
     return 0
 
 
@@ -212,7 +218,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         raise ConfigError("--out referral.json is required (or --check R for the re-split table)")
     record = calibrate(run, args.alpha, args.delta, rule=args.rule, split=args.split)
-    Path(args.out).write_text(json.dumps(record, indent=2))
+    from meddiff.durable import atomic_write_json
+
+    atomic_write_json(args.out, record)
     cal = record["calibration"]
     print(f"{args.rule}: threshold {record['threshold']} (accept uncertainty <= it; null = refer all), calibration "
           f"coverage {100 * cal['coverage']:.1f} %, risk {100 * cal['risk']:.1f} %, upper bound {100 * cal['ucb']:.1f} % "
@@ -239,6 +247,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
                                      "classifiers (train, score, explain, report, serve, dashboard, demo)")
+    parser.add_argument("--debug", action="store_true", help="on an error, also show the Python traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a diffusion classifier or a baseline (config method) from a YAML config; resumes a run of the same name")
@@ -268,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster (implies --ray; default: RAY_ADDRESS or a local embedded cluster)")
     p.add_argument("--json", help="also write the summary metrics to this JSON file")
     p.add_argument("--referral", help="referral.json of `meddiff calibrate`: fill decision accept/refer in every row")
+    p.add_argument("--force-new", action="store_true",
+                   help="when --out holds results of another checkpoint or settings, write to OUT-2 (OUT-3, ...) instead")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="train a tiny model on real data (or phantoms), score the test split, print metrics")
@@ -386,16 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error ends in one line on stderr: exit code 2 for a meddiff error (bad input, config,
+    data, checkpoint, results folder) or an OS error on a user path, 130 when interrupted, 1 for anything else (a bug);
+    ``--debug`` (before the command) shows the traceback as well."""
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except MeddiffError as exc:
-        print(f"meddiff {args.command}: error: {exc}", file=sys.stderr)
+        _report(args, f"error: {_one_line(exc)}", debug)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+        _report(args, f"error: {_one_line(exc)}{where}", debug)
         return 2
     except KeyboardInterrupt:
-        print(f"meddiff {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        _report(args, "interrupted; re-run the same command to resume", debug)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        _report(args, f"internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug: please report it with "
+                      f"the output of `meddiff --debug {args.command} ...`", debug)
+        return 1
+
+
+def _report(args: argparse.Namespace, line: str, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    print(f"meddiff {args.command}: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,7 @@ class ImageFormatError(DataError):
     """An input file is of a kind meddiff does not read (GIF, PDF, EPS, text, ...): refused before any plugin decodes it.
 
     The HTTP endpoint answers it with 415; everything else about a bad image is a plain ``DataError`` (422)."""
+
+
+class ResultsFolderInUse(ResultsError):
+    """A results folder holds rows scored with another checkpoint or other settings (its fingerprint differs)."""

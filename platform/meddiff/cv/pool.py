@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from meddiff.durable import atomic_write_parquet
 from meddiff.errors import ResultsError
 from meddiff.provenance import code_version
 from meddiff.results import schema as S
@@ -75,7 +75,7 @@ def pool_folds(fold_dirs: Sequence[Path], out_dir: str | Path, cv: dict[str, Any
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for k, table in enumerate(tables):
-        pq.write_table(table, out / f"fold-{k:03d}.parquet")
+        atomic_write_parquet(out / f"fold-{k:03d}.parquet", table)
     first = metas[0]
     images = sum((m.get(THROUGHPUT) or {}).get("images", 0) for m in metas)
     seconds = sum((m.get(THROUGHPUT) or {}).get("seconds", 0.0) for m in metas)

@@ -17,7 +17,6 @@ checkpoint of a run of the same name) and scoring from its written shards (``med
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from meddiff.bundle import list_bundles, read_bundle, resumable_bundle, step_of
 from meddiff.config import ExperimentConfig, RayConfig, to_dict
 from meddiff.cv.pool import pool_folds
 from meddiff.cv.summary import format_table, mean_sd, pooled_intervals, run_figures
+from meddiff.durable import atomic_write_json, atomic_write_text
 from meddiff.errors import CheckpointError, ConfigError
 from meddiff.provenance import code_version
 from meddiff.results.runs import open_results
@@ -59,7 +59,7 @@ def results_complete(bundle: Path, cfg: ExperimentConfig, split: str, out_dir: P
     if not (out_dir / PLAN_FILE).is_file():
         return False
     manifest = checkpoint_manifest(read_bundle(bundle).metadata, cfg.data, split)
-    return not plan_shards(manifest.frame, out_dir, cfg.score.shard_size).pending()
+    return not plan_shards(manifest.frame, out_dir, cfg.score.shard_size, verify=True).pending()
 
 
 def check_cv(cfg: ExperimentConfig, folds: int) -> None:
@@ -183,8 +183,8 @@ def run_cv(cfg: ExperimentConfig, folds: int, out_dir: str | Path, ray_cfg: RayC
         "seconds": time.monotonic() - t0,
     }
     summary["table"] = format_table(summary)
-    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
-    (out / SUMMARY_MD).write_text(_markdown(summary))
+    atomic_write_json(out / SUMMARY_JSON, summary, default=str)
+    atomic_write_text(out / SUMMARY_MD, _markdown(summary))
     log(f"[cv] summary: {out / SUMMARY_MD}")
     return summary
 

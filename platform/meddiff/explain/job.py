@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from meddiff.config import ExplainConfig, to_dict
 from meddiff.data import ImageDecoder
+from meddiff.durable import atomic_write_json, atomic_write_parquet
 from meddiff.errors import DataError, ResultsError
 from meddiff.explain import render
 from meddiff.explain.select import select_images
@@ -116,9 +115,7 @@ def _float_or_none(v):
 def write_index_shard(plan: ShardPlan, shard: int, rows: list[dict[str, Any]]) -> None:
     """Write one shard's index file atomically (a retried shard overwrites the same file with the same rows)."""
     path = plan.result_file(shard)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(X.to_table(rows), tmp)
-    tmp.rename(path)
+    atomic_write_parquet(path, X.to_table(rows))
 
 
 def explain_shard(explainer: Explainer, plan: ShardPlan, shard: int, on_batch: Callable[[int], None] | None = None
@@ -182,9 +179,7 @@ def check_or_write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
             raise ResultsError(f"{out_dir} holds explanations made with {was}; this run asks for {now}. Explain into a "
                                f"new folder (or delete this one)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.rename(path)
+    atomic_write_json(path, meta, default=str)
 
 
 def explain_results(

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from meddiff.durable import atomic_write
+
 SIGNED_CMAP = "RdBu_r"
 ABSOLUTE_CMAP = "inferno"
 MIN_SIDE = 128  # small images (28-32 px) are enlarged with nearest-neighbour so every pixel stays visible
@@ -67,9 +69,7 @@ def difference_rgb(difference: torch.Tensor, vmax: float) -> np.ndarray:
 
 def save_png(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(enlarge(arr)).save(tmp, format="PNG")
-    tmp.rename(path)
+    atomic_write(path, lambda tmp: Image.fromarray(enlarge(arr)).save(tmp, format="PNG"))
 
 
 def write_image_pngs(

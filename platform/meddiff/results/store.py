@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from meddiff.durable import atomic_write_json
 from meddiff.errors import ResultsError
 from meddiff.results import schema as S
 
@@ -23,7 +24,7 @@ THROUGHPUT = "throughput"  # meta.json key: {"images", "seconds", "images_per_s"
 def write_meta(out_dir: str | Path, meta: dict[str, Any]) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    atomic_write_json(out / META_FILE, meta, default=str)
 
 
 def update_meta(out_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
@@ -33,15 +34,22 @@ def update_meta(out_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise ResultsError(f"{path} is missing; meta.json is written when a scoring job starts, update it after that")
     meta = {**read_meta(out_dir), **updates}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.rename(path)
+    atomic_write_json(path, meta, default=str)
     return meta
 
 
 def read_meta(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc}); re-run `meddiff score` into this folder to rewrite it, "
+                           f"or delete it") from None
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    return meta
 
 
 def part_files(out_dir: str | Path) -> list[Path]:

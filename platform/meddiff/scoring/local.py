@@ -8,13 +8,16 @@ from typing import Any, Callable
 
 from meddiff.config import RayConfig, ScoreConfig, to_dict
 from meddiff.data import Manifest
-from meddiff.errors import DataError
+from meddiff.errors import DataError, ResultsError
 from meddiff.progress import Progress
 from meddiff.provenance import code_version
 from meddiff.results.runs import registry_capabilities
 from meddiff.results.store import METHOD_CAPABILITIES, THROUGHPUT, read_meta, update_meta, write_meta
 from meddiff.scoring.referral import load_referral
-from meddiff.scoring.shards import plan_shards, score_shard
+from meddiff.scoring.fingerprint import result_settings
+from meddiff.scoring.shards import fresh_sibling, plan_shards, score_shard
+
+FINGERPRINT = "fingerprint"  # meta.json key: {"digest", "settings"} of ``meddiff.scoring.fingerprint``
 
 
 def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConfig,
@@ -43,7 +46,10 @@ def results_meta(bundle_meta: dict[str, Any], manifest: Manifest, cfg: ScoreConf
 def start_meta(out_dir: str | Path, meta: dict[str, Any]) -> None:
     """Write meta.json when a scoring job starts, keeping the throughput record of an earlier job into the folder
     until this job records its own (``finish_meta``)."""
-    previous = read_meta(out_dir).get(THROUGHPUT)
+    try:
+        previous = read_meta(out_dir).get(THROUGHPUT)
+    except ResultsError:  # an unreadable meta.json is rewritten whole here
+        previous = None
     write_meta(out_dir, {**meta, THROUGHPUT: previous} if previous else meta)
 
 
@@ -69,15 +75,18 @@ def score_manifest(
     out_dir: str | Path,
     cfg: ScoreConfig,
     log: Callable[[str], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the rows of ``manifest`` in this process, shard by shard (see ``meddiff.scoring.shards``).
 
-    Shards already written to ``out_dir`` (an interrupted run) are skipped, so re-running finishes the rest. A job
-    that scored images records its throughput in meta.json (``finish_meta``).
+    Shards already written to ``out_dir`` (an interrupted run) are verified and skipped, so re-running finishes the
+    rest; ``settings`` (``meddiff.scoring.fingerprint.result_settings``) tie the folder to this checkpoint and these
+    settings. A job that scored images records its throughput in meta.json (``finish_meta``).
     Returns {"scored", "skipped", "errors", "seconds"}.
     """
-    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
-    start_meta(out_dir, results_meta(predictor.metadata, manifest, cfg))
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log,
+                       verify=True)
+    start_meta(out_dir, results_meta(predictor.metadata, manifest, cfg, fingerprint_meta(plan, settings)))
     skipped = plan.done_rows()
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     errors, scored = 0, 0
@@ -89,6 +98,11 @@ def score_manifest(
     seconds = time.monotonic() - t0
     finish_meta(out_dir, scored, seconds, str(getattr(predictor, "device", "?")), _torch_threads())
     return {"scored": scored, "skipped": skipped, "errors": errors, "seconds": seconds}
+
+
+def fingerprint_meta(plan, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """meta.json's ``fingerprint`` record (the plan keeps the authoritative copy)."""
+    return {FINGERPRINT: {"digest": plan.fingerprint, "settings": settings}} if settings is not None else {}
 
 
 def _torch_threads() -> int:
@@ -116,14 +130,21 @@ def checkpoint_manifest(bundle_meta: dict[str, Any], data_cfg, split: str) -> Ma
 
 
 def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir: str | Path,
-                     log: Callable[[str], None] | None = None, ray_cfg: RayConfig | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None, ray_cfg: RayConfig | None = None,
+                     force_new: bool = False) -> dict[str, Any]:
     """Score ``cfg.split`` of ``data_cfg`` with a checkpoint (diffusion or baseline: its metadata ``kind`` decides) into
     ``out_dir`` and return the headline metrics.
 
     In this process, or with ``ray_cfg`` on a Ray Data actor pool (Ray must be initialised). Both write the same
     shard files, so a folder started one way can be finished the other way. The images are decoded at the checkpoint's
     image size and channel count, whatever ``data_cfg`` says.
+
+    A folder holding results of another checkpoint or settings is refused (``ResultsFolderInUse``); with
+    ``force_new`` the job goes to the first fresh sibling ``OUT-2``, ``OUT-3``, ... instead. The summary's
+    ``out_dir`` is the folder written.
     """
+    import dataclasses
+
     from meddiff.bundle import read_bundle
     from meddiff.results.summary import summarize_results
     from meddiff.results.store import read_results
@@ -131,15 +152,24 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     bundle = read_bundle(checkpoint)
     load_referral(cfg.referral, bundle.metadata.get("model_id"))  # refuse another model's referral before any work
     manifest = checkpoint_manifest(bundle.metadata, data_cfg, cfg.split)
+    decoded = dataclasses.replace(data_cfg, image_size=int(bundle.metadata["image_size"]),
+                                  channels=int(bundle.metadata["channels"]))
+    settings = result_settings(bundle.metadata, cfg, decoded, manifest.fingerprint())
+    if force_new:
+        from meddiff.scoring.fingerprint import digest
+
+        out_dir = fresh_sibling(out_dir, digest(settings))
     if ray_cfg is None:
         from meddiff.methods import load_predictor
 
-        run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log)
+        run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log, settings=settings)
     else:
         from meddiff.scoring.ray_pipeline import score_with_ray
 
-        run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log)
+        run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log,
+                             settings=settings)
     summary = summarize_results(read_results(out_dir), len(bundle.class_names),
                                 votes=registry_capabilities(bundle.metadata.get("kind")).votes)
     summary.update(run)
+    summary["out_dir"] = str(out_dir)
     return summary

@@ -32,7 +32,7 @@ class ShardScorer:
     """Ray Data callable class: constructed once per actor (loads the model), called once per shard."""
 
     def __init__(self, checkpoint: str, score_cfg: dict[str, Any], out_dir: str, shard_size: int, num_rows: int,
-                 ids_sha256: str, num_threads: int) -> None:
+                 ids_sha256: str, num_threads: int, fingerprint: str = "") -> None:
         import torch
 
         from meddiff.methods import load_predictor
@@ -41,7 +41,7 @@ class ShardScorer:
             torch.set_num_threads(num_threads)
         self.cfg = from_dict(ScoreConfig, score_cfg, "score")
         self.predictor = load_predictor(checkpoint, self.cfg)
-        self.plan = ShardPlan(Path(out_dir), shard_size, num_rows, ids_sha256)
+        self.plan = ShardPlan(Path(out_dir), shard_size, num_rows, ids_sha256, fingerprint)
         self.device = str(self.predictor.device)
         self.threads = int(torch.get_num_threads())
 
@@ -134,6 +134,7 @@ def score_with_ray(
     ray_cfg: RayConfig,
     log: Callable[[str], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score ``manifest`` (already selected and limited) into ``out_dir`` with a Ray Data actor pool.
 
@@ -142,11 +143,13 @@ def score_with_ray(
     distinct actor processes scored a shard). A job that scored images records its throughput in meta.json
     (``scoring.local.finish_meta``: seconds from the pool's start, so actor start-up counts).
     """
-    from meddiff.scoring.local import finish_meta, limited_frame, results_meta, start_meta
+    from meddiff.scoring.local import fingerprint_meta, finish_meta, limited_frame, results_meta, start_meta
 
     out_dir = Path(out_dir).expanduser().resolve()
-    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size)
-    start_meta(out_dir, results_meta(bundle_meta, manifest, cfg, extra_meta))
+    plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log,
+                       verify=True)
+    start_meta(out_dir, results_meta(bundle_meta, manifest, cfg,
+                                     {**(extra_meta or {}), **fingerprint_meta(plan, settings)}))
     pending = plan.pending()
     skipped = plan.done_rows()
     t0 = time.monotonic()
@@ -155,6 +158,7 @@ def score_with_ray(
     rows = shard_pool_rows(ShardScorer, {
         "checkpoint": str(Path(checkpoint).expanduser().resolve()), "score_cfg": to_dict(cfg), "out_dir": str(out_dir),
         "shard_size": plan.shard_size, "num_rows": plan.num_rows, "ids_sha256": plan.ids_sha256,
+        "fingerprint": plan.fingerprint,
     }, pending, ray_cfg, log)
     progress = Progress(plan.num_rows, "[score] images", unit="img", every_s=10.0, start=skipped, write=log)
     scored = errors = shards = 0
