@@ -161,3 +161,40 @@ def test_errors_become_429_with_retry_after_and_401_with_www_authenticate():
 def test_memory_budget_is_max_pixels_times_bytes_times_workers():
     b = MemoryBudget(max_pixels=36_000_000, bytes_per_pixel=8, max_concurrent=2)
     assert b.total_bytes == 576_000_000 and b.record()["decode_pool_mib"] == round(576_000_000 / 2**20, 1)
+
+
+def test_serve_and_loadtest_command_lines():
+    from meddiff.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--checkpoint", "x", "--max-concurrent", "3", "--max-queued", "0",
+                                      "--max-explain", "2", "--request-timeout", "30", "--token-env", "TOK"])
+    assert (args.max_concurrent, args.max_queued, args.max_explain, args.request_timeout, args.token_env) == (
+        3, 0, 2, 30.0, "TOK")
+    args = build_parser().parse_args(["loadtest", "http://h:8000", "--images", "imgs"])
+    assert (args.url, args.clients, args.duration, args.bomb_side, args.bomb_every) == ("http://h:8000", 8, 60.0,
+                                                                                         6000, 4)
+
+
+def test_loadtest_images_and_bombs(tmp_path):
+    from PIL import Image
+
+    from meddiff.errors import DataError
+    from meddiff.serving.loadtest import bomb_png, image_bodies
+
+    bomb = bomb_png(6000)
+    assert len(bomb) < 64 * 1024
+    with Image.open(__import__("io").BytesIO(bomb)) as im:
+        assert im.size == (6000, 6000)
+    Image.new("L", (28, 28), 7).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [n for n, _ in image_bodies(tmp_path)] == ["a.png"]
+    (tmp_path / "m.csv").write_text("path\na.png\nmissing.png\n")
+    with pytest.raises(DataError, match="1 image file\\(s\\) missing, e.g. .*missing.png"):
+        image_bodies(tmp_path / "m.csv")
+    (tmp_path / "n.csv").write_text("file\na.png\n")
+    with pytest.raises(DataError, match="no 'path' column"):
+        image_bodies(tmp_path / "n.csv")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        image_bodies(empty)
