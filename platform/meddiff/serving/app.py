@@ -137,7 +137,7 @@ class Classifier:
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
-        return {**self.core.health(), "memory_budget": self.budget.record()}
+        return self.core.health()
 
     @api.get("/model")
     def model(self, request: Request) -> Any:
@@ -229,11 +229,12 @@ def run_server(settings: Mapping[str, Any], host: str = "127.0.0.1", port: int =
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background (inherited SIG_IGN)
     started = False
     try:
         started = ensure_ray()
+        # after ray.init, which installs its own fatal-signal handler for SIGTERM (it aborts the driver mid-cleanup)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background (SIG_IGN)
         serve.start(http_options={"host": host, "port": port})
         try:
             serve.run(app, name="meddiff", route_prefix="/")

@@ -5,7 +5,7 @@ N clients post for D seconds a mix of valid images (a folder or a manifest CSV) 
 Before the load every valid image is sent once, unloaded; under load each valid answer must equal that one (same
 class and votes: the image id seeds the noise, see ``serving.classifier``). Reported: requests/s, status counts,
 5xx, p50/p95 latency, wrong answers, 429s without Retry-After, and the peak RSS of the Serve replica processes (found
-by "ServeReplica" in their command line, sampled every ``sample_s``) next to the memory budget /healthz states.
+by "ServeReplica" in their command line, sampled every ``sample_s``) next to the memory budget /model states.
 """
 
 from __future__ import annotations
@@ -192,6 +192,9 @@ def run_loadtest(test: LoadTest, images: list[tuple[str, bytes]], token: str | N
         health = client.get("/healthz")
         if health.status_code != 200:
             raise DataError(f"{test.url}/healthz answered {health.status_code}: {health.text[:200]}")
+        card = client.get("/model")
+        if card.status_code != 200:
+            raise DataError(f"{test.url}/model answered {card.status_code}: {card.text[:200]}")
         reference = {}
         for image_id, (name, data) in zip(ids, images):
             r = client.post("/predict", params={"id": image_id}, content=data,
@@ -201,7 +204,7 @@ def run_loadtest(test: LoadTest, images: list[tuple[str, bytes]], token: str | N
             reference[image_id] = _answer(r.json())
 
     report = LoadReport(clients=test.clients, duration_s=test.duration_s,
-                        memory_budget=health.json().get("memory_budget"), bomb_bytes=len(bomb))
+                        memory_budget=card.json()["serving"].get("memory_budget"), bomb_bytes=len(bomb))
     sampler = RssSampler(test.sample_s)
     report.idle_rss = dict(sampler.sample())
     lock = threading.Lock()
