@@ -81,6 +81,14 @@ def test_without_the_right_bearer_token_predict_and_model_are_401(client, images
     assert client.get("/healthz").status_code == 200  # open: orchestrators probe it
 
 
+def test_the_openapi_schema_needs_the_token_and_there_is_no_open_docs_page(client):
+    r = client.get("/openapi.json")
+    assert r.status_code == 401 and "needs a bearer token" in r.json()["detail"]
+    schema = client.get("/openapi.json", headers=AUTH)
+    assert schema.status_code == 200 and "/predict" in schema.json()["paths"]
+    assert client.get("/docs").status_code == 404 and client.get("/docs", headers=AUTH).status_code == 404
+
+
 def test_with_the_token_the_model_card_states_limits_and_memory_but_not_the_token(client, images, hostile):
     card = client.get("/model", headers=AUTH)
     assert card.status_code == 200
@@ -96,12 +104,28 @@ def test_with_the_token_the_model_card_states_limits_and_memory_but_not_the_toke
     assert r.status_code == 200 and r.json()["class_name"] in ("normal", "pneumonia")
 
 
-def test_a_slow_body_gets_408_and_the_server_goes_on(hostile, client, images):
-    host, port = hostile[0].removeprefix("http://").split(":")
+def _raw(url: str, head: str, body: bytes) -> str:
+    """Send a hand-made request on a socket (then nothing more) and read the whole answer (status, headers, body)."""
+    host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall((f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n"
-                   f"Authorization: Bearer {TOKEN}\r\n\r\n").encode() + b"\x89PNG\r\n\x1a\n")  # then nothing
-        answer = s.recv(4096).decode(errors="replace")
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096) or b"\r\n\r\n"
+        headers, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":")[1] for line in headers.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(rest) < length:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+    return (headers + b"\r\n\r\n" + rest).decode(errors="replace")
+
+
+def test_a_slow_body_gets_408_and_the_server_goes_on(hostile, client, images):
+    answer = _raw(hostile[0], f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n"
+                              f"Authorization: Bearer {TOKEN}\r\n", b"\x89PNG\r\n\x1a\n")  # then nothing
     assert answer.startswith("HTTP/1.1 408"), answer[:300]
     assert "body_timeout_s" in answer
     r = client.post("/predict", content=_png(images), headers={"Content-Type": "image/png", **AUTH})
@@ -109,11 +133,8 @@ def test_a_slow_body_gets_408_and_the_server_goes_on(hostile, client, images):
 
 
 def test_an_oversized_content_length_is_413_before_the_body_is_read(hostile, client):
-    host, port = hostile[0].removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall((f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: "
-                   f"{50 * 2**30}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").encode() + b"\x89PNG\r\n\x1a\n")
-        answer = s.recv(4096).decode(errors="replace")
+    answer = _raw(hostile[0], f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: "
+                              f"{50 * 2**30}\r\nAuthorization: Bearer {TOKEN}\r\n", b"\x89PNG\r\n\x1a\n")
     assert answer.startswith("HTTP/1.1 413"), answer[:300]
     assert f"the limit is {MAX_BYTES} bytes" in answer
     assert client.get("/healthz").status_code == 200

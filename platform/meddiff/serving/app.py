@@ -38,7 +38,12 @@ DEPLOYMENT_NAME = "Classifier"
 # room for the multipart envelope (boundaries, part headers, the id field) around a file of max_bytes
 _ENVELOPE_BYTES = 64 * 1024
 
+# FastAPI's own /docs and /openapi.json would bypass the bearer token: no docs page; the schema is a route of the
+# deployment (GET /openapi.json, token-checked like /model)
 api = FastAPI(
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
     title="meddiff",
     description="A conditional diffusion model used as a medical image classifier: votes, uncertainty and "
                 "counterfactual explanations for one image at a time.",
@@ -153,6 +158,16 @@ class Classifier:
             "body_timeout_s": s.body_timeout_s, "bearer_token": self.token is not None}
         card["serving"]["memory_budget"] = self.budget.record()
         return card
+
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi(self, request: Request) -> Any:
+        try:
+            self._authorize(request)
+        except UploadError as exc:
+            return _error(exc)
+        from fastapi.openapi.utils import get_openapi
+
+        return get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
 
     @api.post("/predict")
     async def predict(
