@@ -142,11 +142,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = {"checkpoint": args.checkpoint, **_overrides(args.set)}
     for key, value in (("n_draws", args.n_draws), ("seed", args.seed), ("max_batch_size", args.max_batch_size),
-                       ("referral", args.referral and str(Path(args.referral).expanduser().resolve()))):
+                       ("referral", args.referral and str(Path(args.referral).expanduser().resolve())),
+                       ("max_concurrent", args.max_concurrent), ("max_queued", args.max_queued),
+                       ("max_explain", args.max_explain), ("request_timeout_s", args.request_timeout),
+                       ("token_env", args.token_env)):
         if value is not None:
             settings[key] = value
     run_server(settings, host=args.host, port=args.port)
     return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    import os
+
+    from meddiff.serving.loadtest import LoadTest, image_bodies, run_loadtest
+
+    token = None
+    if args.token_env:
+        from meddiff.serving.limits import check_token
+
+        token = check_token(os.environ.get(args.token_env), args.token_env)
+    test = LoadTest(url=args.url, clients=args.clients, duration_s=args.duration, bomb_side=args.bomb_side,
+                    bomb_every=args.bomb_every)
+    report = run_loadtest(test, image_bodies(args.images), token=token)
+    print(report.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.record(), indent=2))
+    return 0 if report.server_errors == 0 and report.wrong_answers == 0 else 1
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -387,7 +409,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another serving setting, e.g. max_upload_bytes=5000000 or explain_steps=50 "
                         "(see meddiff.serving.classifier.ServeSettings)")
     p.add_argument("--referral", help="referral.json of `meddiff calibrate`: answers carry decision accept/refer")
+    p.add_argument("--max-concurrent", type=int, help="requests decoded and scored at once per replica (default 2)")
+    p.add_argument("--max-queued", type=int, help="requests waiting for that; beyond them 429 + Retry-After (default 8)")
+    p.add_argument("--max-explain", type=int, help="explanations at once per replica (default 1, queue explain_queue=2)")
+    p.add_argument("--request-timeout", type=float, help="seconds of work per request before a 504 (default 60)")
+    p.add_argument("--token-env", metavar="NAME", help="require 'Authorization: Bearer <token>' on every route but "
+                                                       "/healthz, the token read from environment variable NAME")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("loadtest", help="hammer a running endpoint with valid images and in-limit decompression bombs")
+    p.add_argument("url", help="the endpoint's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--images", required=True, help="a folder of images or a manifest CSV (column path) to send")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--bomb-side", type=int, default=6000, help="side of the single-colour PNG bombs (default 6000)")
+    p.add_argument("--bomb-every", type=int, default=4, help="every k-th request is a bomb (default 4; 0: none)")
+    p.add_argument("--token-env", metavar="NAME", help="send the bearer token of environment variable NAME")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("dashboard", help="browse results sets and explanations under a folder in a Streamlit app")
     p.add_argument("--results", required=True, help="results root: the app reads only results sets under this folder")

@@ -60,6 +60,29 @@ def ray_session(address: str = "", num_cpus: int | None = None) -> Iterator[None
             ray.shutdown()
 
 
+def stop_local_cluster(grace_s: float = 10.0) -> list[int]:
+    """``ray.shutdown()`` of a cluster this process started, then terminate (SIGTERM, SIGKILL after ``grace_s``) every
+    descendant process still alive: Ray leaves its dashboard and runtime-env agent running when the driver is
+    stopped by a signal. Returns the pids that were still alive after SIGTERM and the grace period."""
+    import ray
+    import psutil  # vendored by Ray (ray/thirdparty_files), importable after `import ray`
+
+    me = psutil.Process()
+    children = me.children(recursive=True)  # before shutdown: afterwards the orphans belong to init
+    ray.shutdown()
+    alive = [p for p in children if p.is_running()]
+    _, alive = psutil.wait_procs(alive, timeout=2)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    return [p.pid for p in alive]
+
+
 def cluster_has_gpus() -> bool:
     import ray
 

@@ -80,7 +80,12 @@ def check_cluster_spec(spec: dict, where: str) -> None:
     head = spec["headGroupSpec"]
     head_containers = head["template"]["spec"]["containers"]
     assert head_containers[0]["image"] == IMAGE
-    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1", f"{where}: the dashboard (job API) on every interface"
+    for c in (head_containers[0], *[g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]):
+        env = {e["name"]: e for e in c["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", f"{where}: Ray token authentication is off in {c['name']}"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "meddiff-ray-token", "key": "token"}, \
+            f"{where}: {c['name']} does not take the Ray token from the meddiff-ray-token Secret"
     ports = {p["containerPort"] for p in head_containers[0]["ports"]}
     assert {6379, 8265} <= ports, f"{where}: the head must expose GCS and the dashboard/job API"
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
@@ -213,3 +218,21 @@ def test_cluster_launcher_config_passes_rays_schema_and_has_a100_workers():
     assert config["max_workers"] >= max(t["max_workers"] for t in a100)
     assert any("/mnt/cluster_storage" in o for o in config["docker"]["run_options"]), "no shared storage in the container"
     assert any(c.strip().startswith("ulimit -n 65536; ray start --head") for c in config["head_start_ray_commands"])
+
+
+def test_ray_stays_locked_everywhere():
+    """No file of infra/ turns Ray's token authentication off or binds the dashboard (whose job API runs code) to
+    every interface; the launcher ships the token file and the image expects a token."""
+    for path in sorted(INFRA.rglob("*")):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"RAY_AUTH_MODE\W+disabled", text), f"{path.name}: Ray token authentication disabled"
+            assert not re.search(r"dashboard-host\W+0\.0\.0\.0", text), f"{path.name}: dashboard on 0.0.0.0"
+    assert re.search(r"^\s+RAY_AUTH_MODE=token", (INFRA / "Dockerfile").read_text(), re.M)
+    config = load(INFRA / "cluster-aws.yaml")
+    assert "-e RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert "~/.ray/auth_token" in config["file_mounts"], "the launcher does not copy the Ray token to the nodes"
+    assert all("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"] if "ray start --head" in c)
+    job = load(KUBERAY / "rayjob-score.yaml")
+    assert job["spec"]["submissionMode"] == "SidecarMode", "a remote submitter cannot reach a dashboard on 127.0.0.1"
+    assert "meddiff-ray-token" in (INFRA / "README.md").read_text(), "infra/README.md does not say how to make the Secret"

@@ -27,6 +27,8 @@ class ExplanationInfo:
 
 
 def explanation_info(root: ResultsRoot, path: Path) -> ExplanationInfo:
+    path = root.resolve(path)
+    root.check_files(path)  # explain.json, index/ parts and PNGs: no symlink out of the root is read
     meta = read_explain_meta(path)
     results, note = None, ""
     if meta.get("results"):

@@ -2,7 +2,9 @@
 it, and a cache key of a folder's files.
 
 Every path, including the PNG paths an explanation index holds, goes through ``ResultsRoot.resolve``, which refuses
-anything outside the root (``..``, absolute paths elsewhere, symlinks out).
+anything outside the root (``..``, absolute paths elsewhere, symlinks out). A results set or explanation folder is
+opened only when none of its files (meta.json, parquet parts, explain.json, index/ parts, png/ images) is a symlink
+leading out of the root (``ResultsRoot.check_files``): a part-0.parquet linked to /etc/... is refused, not read.
 
     root = ResultsRoot("runs")                 # or ResultsRoot.from_env() (MEDDIFF_RESULTS_ROOT, set by meddiff dashboard)
     runs = [root.open_run(p) for p in root.find_runs()]
@@ -57,6 +59,21 @@ class ResultsRoot:
                                    f"another one)")
         return full
 
+    def check_files(self, folder: Path) -> None:
+        """OutsideRootError when a file of ``folder`` (or of its index/ and png/ folders) resolves outside the root:
+        a file symlink inside the root that points elsewhere."""
+        for sub in (folder, folder / INDEX_DIR, folder / "png"):
+            if not sub.is_dir():
+                continue
+            for entry in sorted(sub.iterdir()):
+                if not entry.is_symlink():
+                    continue
+                target = entry.resolve()
+                if target != self.path and self.path not in target.parents:
+                    raise OutsideRootError(f"{self.name(entry.parent)}/{entry.name} is a symlink to {target}, outside "
+                                           f"the results root {self.path}; the dashboard does not follow links out of "
+                                           f"the root (copy the file into the results set instead)")
+
     def name(self, path: str | Path) -> str:
         """The path relative to the root (posix), ``.`` for the root itself."""
         rel = Path(path).resolve().relative_to(self.path).as_posix()
@@ -74,6 +91,7 @@ class ResultsRoot:
         """The results set at ``path`` (checked to be under the root), named by its path under the root; only its
         meta.json is read here."""
         full = self.resolve(path)
+        self.check_files(full)
         return open_results(full, name=self.name(full))
 
     def _walk(self, start: Path) -> list[Path]:

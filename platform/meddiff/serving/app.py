@@ -2,7 +2,12 @@
 
     POST /predict[?explain=true][&id=...]   an image -> {class, class_name, votes, prob, uncertainty, n_draws, model_id, ...}
     GET  /healthz                            {"status": "ok", model_id, classes}
-    GET  /model                              the checkpoint's metadata.json and the serving settings
+    GET  /model                              the checkpoint's metadata.json, the serving settings and limits
+
+Hostile load: decoding + prediction and explanations each pass a ``serving.limits.Gate`` (max_concurrent running,
+max_queued waiting; max_explain / explain_queue) and a full gate answers 429 with Retry-After at once; the work of a
+request is bounded by request_timeout_s (504) and reading its body by body_timeout_s (408). With ``token_env`` every
+route but /healthz needs ``Authorization: Bearer <token>`` (401 with WWW-Authenticate otherwise).
 
 The body of /predict is either ``multipart/form-data`` with a ``file`` field (and an optional ``id`` field) or the raw
 image file with an image Content-Type (``id`` then goes in the query). The id seeds the noise (see ``classifier``).
@@ -16,6 +21,7 @@ deploy it; ``meddiff serve --checkpoint DIR`` starts a local Ray cluster and run
 
 # No `from __future__ import annotations`: FastAPI must see the real Request type on the Serve-wrapped methods.
 import asyncio
+import os
 from typing import Any, Mapping
 
 from fastapi import FastAPI, Query, Request
@@ -24,6 +30,7 @@ from ray import serve
 from starlette.datastructures import UploadFile
 
 from meddiff.serving.classifier import ImageClassifier, ServeSettings, serving_referral
+from meddiff.serving.limits import Busy, Gate, MemoryBudget, authorize, check_token, read_within
 from meddiff.serving.upload import (UploadError, UploadLimits, body_kind, check_content_length, check_image_id,
                                     content_id)
 
@@ -31,7 +38,12 @@ DEPLOYMENT_NAME = "Classifier"
 # room for the multipart envelope (boundaries, part headers, the id field) around a file of max_bytes
 _ENVELOPE_BYTES = 64 * 1024
 
+# FastAPI's own /docs and /openapi.json would bypass the bearer token: no docs page; the schema is a route of the
+# deployment (GET /openapi.json, token-checked like /model)
 api = FastAPI(
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
     title="meddiff",
     description="A conditional diffusion model used as a medical image classifier: votes, uncertainty and "
                 "counterfactual explanations for one image at a time.",
@@ -84,8 +96,27 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str | N
         await form.close()
 
 
+DEFAULT_MAX_PIXELS = 36_000_000  # data.max_pixels when the checkpoint's data config has none
+# decoded bytes per pixel and channel: the 8-bit check decode (upload.inspect_image), the decoder's own 8-bit image,
+# its float32 copy and 2 bytes of slack for 16-bit files
+BYTES_PER_PIXEL_CHANNEL = 8
+
+
 def _error(exc: UploadError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    body: dict[str, Any] = {"detail": exc.message}
+    headers = {}
+    if isinstance(exc, Busy):
+        body["limit"] = exc.limit
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="meddiff"'
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def memory_budget(core: ImageClassifier, settings: ServeSettings) -> MemoryBudget:
+    data = ((core.predictor.metadata or {}).get("config") or {}).get("data") or {}
+    max_pixels = int(data.get("max_pixels") or DEFAULT_MAX_PIXELS)
+    return MemoryBudget(max_pixels, BYTES_PER_PIXEL_CHANNEL * core.predictor.decoder.channels, settings.max_concurrent)
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)
@@ -99,14 +130,44 @@ class Classifier:
         self.limits = self.settings.limits()
         self.predict_batch.set_max_batch_size(self.settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        s = self.settings
+        self.token = check_token(os.environ.get(s.token_env), s.token_env) if s.token_env else None
+        self.work = Gate("decode/predict", s.max_concurrent, s.max_queued, retry_after_s=1)
+        self.explains = Gate("explain", s.max_explain, s.explain_queue, retry_after_s=10)
+        self.budget = memory_budget(self.core, s)
+
+    def _authorize(self, request: Request) -> None:
+        if self.token is not None:
+            authorize(request.headers.get("authorization"), self.token)
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
         return self.core.health()
 
     @api.get("/model")
-    def model(self) -> dict[str, Any]:
-        return self.core.model_card()
+    def model(self, request: Request) -> Any:
+        try:
+            self._authorize(request)
+        except UploadError as exc:
+            return _error(exc)
+        card = self.core.model_card()
+        s = self.settings
+        card["serving"]["load_limits"] = {
+            "max_concurrent": s.max_concurrent, "max_queued": s.max_queued, "max_explain": s.max_explain,
+            "explain_queue": s.explain_queue, "request_timeout_s": s.request_timeout_s,
+            "body_timeout_s": s.body_timeout_s, "bearer_token": self.token is not None}
+        card["serving"]["memory_budget"] = self.budget.record()
+        return card
+
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi(self, request: Request) -> Any:
+        try:
+            self._authorize(request)
+        except UploadError as exc:
+            return _error(exc)
+        from fastapi.openapi.utils import get_openapi
+
+        return get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
 
     @api.post("/predict")
     async def predict(
@@ -116,20 +177,31 @@ class Classifier:
         id: str | None = Query(None, description="image id that seeds the noise (default: sha256 of the file)"),
     ) -> Any:
         try:
-            data, form_id = await read_upload(request, self.limits)
+            self._authorize(request)
+            if explain and self.core.explain_cfg is None:
+                raise UploadError(400, f"explain=true needs a method with counterfactuals; this endpoint serves a "
+                                       f"{self.core.predictor.method!r} model")
+            data, form_id = await read_within(read_upload(request, self.limits), self.settings.body_timeout_s)
             if form_id is not None and id is not None and form_id != id:
                 raise UploadError(422, f"two different ids: form field {form_id!r} and query {id!r}; give one")
             image_id = check_image_id(form_id if form_id is not None else id) or content_id(data)
-            pixels, _ = await asyncio.to_thread(self.core.decode, data)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.request_timeout_s
+            if explain:  # refuse an explain flood before spending a decode slot on it
+                self.explains.check()
+            pixels, result = await self.work.run(self._decode_predict(data, image_id), self.settings.request_timeout_s,
+                                                 "decoding and scoring the image")
+            if explain:
+                remaining = max(0.001, deadline - loop.time())
+                result["explanation"] = await self.explains.run(
+                    asyncio.to_thread(self.core.explain, pixels, image_id), remaining, "the explanation")
         except UploadError as exc:
             return _error(exc)
-        if explain and self.core.explain_cfg is None:
-            return _error(UploadError(400, f"explain=true needs a method with counterfactuals; this endpoint "
-                                           f"serves a {self.core.predictor.method!r} model"))
-        result = await self.predict_batch((pixels, image_id))
-        if explain:
-            result["explanation"] = await asyncio.to_thread(self.core.explain, pixels, image_id)
         return result
+
+    async def _decode_predict(self, data: bytes, image_id: str) -> tuple[Any, dict[str, Any]]:
+        pixels, _ = await asyncio.to_thread(self.core.decode, data)
+        return pixels, await self.predict_batch((pixels, image_id))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def predict_batch(self, items: list[tuple[Any, str]]) -> list[dict[str, Any]]:
@@ -157,28 +229,42 @@ def build_app(args: Mapping[str, Any]) -> serve.Application:
 
 def run_server(settings: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000) -> None:
     """``meddiff serve``: Ray (joins RAY_ADDRESS or starts a local cluster), Serve on host:port, the app, until Ctrl-C
-    or SIGTERM (both shut Serve and a Ray cluster started here down cleanly)."""
+    or SIGTERM. Both shut Serve down and, when this process started the Ray cluster, ``ray.shutdown()``, then end
+    whatever child process of that cluster still runs (dashboard, runtime-env and log agents, raylet, GCS)."""
     import signal
     import time
 
-    from meddiff.raycluster import ray_session
+    from meddiff.raycluster import ensure_ray, stop_local_cluster
 
+    parsed = ServeSettings.from_mapping(settings)
+    if parsed.token_env:  # refuse to start without a usable token (the replicas read the same variable)
+        check_token(os.environ.get(parsed.token_env), parsed.token_env)
     app = build_app(settings)
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background (inherited SIG_IGN)
-    with ray_session():
+    started = False
+    try:
+        started = ensure_ray()
+        # after ray.init, which installs its own fatal-signal handler for SIGTERM (it aborts the driver mid-cleanup)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background (SIG_IGN)
         serve.start(http_options={"host": host, "port": port})
         try:
             serve.run(app, name="meddiff", route_prefix="/")
-            print(f"[serve] meddiff endpoint on http://{host}:{port} (POST /predict, GET /healthz, GET /model); "
+            auth = f"; bearer token from ${parsed.token_env}" if parsed.token_env else ""
+            print(f"[serve] meddiff endpoint on http://{host}:{port} (POST /predict, GET /healthz, GET /model){auth}; "
                   "Ctrl-C stops it", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            print("[serve] stopping", flush=True)
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("[serve] stopping", flush=True)
             serve.shutdown()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if started:
+            stop_local_cluster()

@@ -38,6 +38,13 @@ class ServeSettings:
     num_threads: torch threads of a replica (0: torch's default, one per core); device: auto | cpu | cuda.
     referral: a referral.json of ``meddiff calibrate`` for this checkpoint's model_id (None: no decision); each
         answer then carries decision accept/refer, the threshold, alpha and delta.
+    max_concurrent / max_queued: decode + predict requests running at once on a replica and waiting for a slot;
+        beyond both a request gets 429 with Retry-After (``serving.limits.Gate``).
+    max_explain / explain_queue: the same for ``?explain=true`` (the counterfactual sampler is the slow part).
+    request_timeout_s: a request's work (queueing, decoding, predicting, explaining) over it gets 504;
+    body_timeout_s: a request body that takes longer to arrive gets 408 (slow clients hold no slot meanwhile).
+    token_env: name of an environment variable holding a bearer token (None: no token); every route but /healthz
+        then needs ``Authorization: Bearer <token>``. The variable is read by the replica, never the value stored.
     """
 
     checkpoint: str
@@ -57,11 +64,25 @@ class ServeSettings:
     num_threads: int = 0
     device: str = "auto"
     referral: str | None = None
+    max_concurrent: int = 2
+    max_queued: int = 8
+    max_explain: int = 1
+    explain_queue: int = 2
+    request_timeout_s: float = 60.0
+    body_timeout_s: float = 15.0
+    token_env: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ConfigError(f"max_batch_size >= 1 and batch_wait_timeout_s >= 0 expected, got {self.max_batch_size}, "
                              f"{self.batch_wait_timeout_s}")
+        if self.max_concurrent < 1 or self.max_queued < 0 or self.max_explain < 1 or self.explain_queue < 0:
+            raise ConfigError(f"serve args: expected max_concurrent >= 1, max_queued >= 0, max_explain >= 1 and "
+                              f"explain_queue >= 0, got {self.max_concurrent}, {self.max_queued}, {self.max_explain}, "
+                              f"{self.explain_queue}")
+        if self.request_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ConfigError(f"serve args: expected request_timeout_s > 0 and body_timeout_s > 0, got "
+                              f"{self.request_timeout_s}, {self.body_timeout_s}")
 
     @classmethod
     def from_mapping(cls, args: Mapping[str, Any]) -> "ServeSettings":
@@ -71,7 +92,8 @@ class ServeSettings:
         """
         import yaml
 
-        parsed = {k: (yaml.safe_load(v) if isinstance(v, str) and k not in ("checkpoint", "referral") else v)
+        parsed = {k: (yaml.safe_load(v) if isinstance(v, str) and k not in ("checkpoint", "referral", "token_env")
+                      else v)
                   for k, v in args.items()}
         return from_dict(cls, parsed, "serve args")
 
