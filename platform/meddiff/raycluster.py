@@ -65,7 +65,7 @@ def stop_local_cluster(grace_s: float = 10.0) -> list[int]:
     descendant process still alive: Ray leaves its dashboard and runtime-env agent running when the driver is
     stopped by a signal. Returns the pids that were still alive after SIGTERM and the grace period."""
     import ray
-    import psutil  # vendored by Ray (ray/thirdparty_files), importable after `import ray`
+    import psutil
 
     me = psutil.Process()
     children = me.children(recursive=True)  # before shutdown: afterwards the orphans belong to init

@@ -155,7 +155,9 @@ class ImageClassifier:
         predictor = load_predictor(settings.checkpoint, cfg)
         method = get_method(predictor.method)
         explain = explain_config(settings, meta, cfg.seed) if method.counterfactual else None
-        return cls(predictor, settings.limits(), explain, settings.checkpoint, serving_referral(settings, meta))
+        # the upload check refuses from the header what the checkpoint's decoder would refuse (its data.max_pixels)
+        limits = dataclasses.replace(settings.limits(), max_pixels=predictor.decoder.max_pixels)
+        return cls(predictor, limits, explain, settings.checkpoint, serving_referral(settings, meta))
 
     # --- requests -------------------------------------------------------------------------------------------------
 

@@ -108,8 +108,7 @@ class RssSampler(threading.Thread):
 
 
 def _psutil():
-    import ray  # noqa: F401  Ray vendors psutil (ray/thirdparty_files) and puts it on sys.path when imported
-    import psutil
+    import psutil  # a dependency (pyproject.toml); imported here so the module loads without it for --help
 
     return psutil
 
