@@ -27,6 +27,7 @@ import pandas as pd
 
 from meddiff.errors import DataError
 from meddiff.data.manifest import Manifest, manifest_frame
+from meddiff.data.sources.findings import finding_value
 from meddiff.data.sources.tables import (
     age_band, check_unique, checked_paths, read_table, require_columns, row_ref,
 )
@@ -34,7 +35,6 @@ from meddiff.data.sources.tables import (
 CSV_NAMES = ("train.csv", "valid.csv")
 CLASS_NAMES = ("no_finding", "pleural_effusion")
 COLUMNS = ("Path", "Frontal/Lateral", "No Finding", "Pleural Effusion")
-_FINDING_VALUES = (-1.0, 0.0, 1.0)
 GROUPING = "patient (from Path)"
 _PATIENT = re.compile(r"^patient\d+$")
 
@@ -117,16 +117,9 @@ def _finding(table: pd.DataFrame, column: str, csv: Path) -> np.ndarray:
     """[N] float: 1, 0, -1 or NaN for blank; any other cell is an error naming the line."""
     out = np.full(len(table), np.nan)
     for position, (index, text) in enumerate(table[column].items()):
-        text = text.strip()
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value not in _FINDING_VALUES:
-            raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
-        out[position] = value
+        value = finding_value(text, column, csv, index)
+        if value is not None:
+            out[position] = value
     return out
 
 

@@ -153,6 +153,21 @@ def split_names(text: str, separators: Sequence[str]) -> list[str]:
     return [n for n in names if n]
 
 
+def finding_value(text: str, column: str, csv: Path, index: int) -> float | None:
+    """A CheXpert-style finding cell: 1.0 positive, 0.0 negative, -1.0 uncertain, None blank ("1.0" etc. accepted);
+    any other cell is a DataError naming the CSV line and column."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (1.0, 0.0, -1.0):
+        raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
+    return value
+
+
 def column_readings(table: pd.DataFrame, columns: Sequence[str], csv: Path) -> list[list[Reading]]:
     """One reading per row from one column per finding (CheXpert style: 1 positive, 0 negative, -1 uncertain, blank
     not mentioned; "1.0" etc. accepted); any other cell is a DataError naming the line and column."""
@@ -160,15 +175,9 @@ def column_readings(table: pd.DataFrame, columns: Sequence[str], csv: Path) -> l
     for index, values in zip(table.index, table[list(columns)].itertuples(index=False, name=None)):
         positive, uncertain = [], []
         for column, text in zip(columns, values):
-            text = text.strip()
-            if not text:
+            value = finding_value(text, column, csv, index)
+            if value is None:
                 continue
-            try:
-                value = float(text)
-            except ValueError:
-                value = None
-            if value not in (1.0, 0.0, -1.0):
-                raise DataError(f"{row_ref(csv, index)}: {column}={text!r}; expected 1, 0, -1 or blank")
             if value == 1.0:
                 positive.append(column)
             elif value == -1.0:
