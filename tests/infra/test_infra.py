@@ -80,12 +80,22 @@ def check_cluster_spec(spec: dict, where: str) -> None:
     head = spec["headGroupSpec"]
     head_containers = head["template"]["spec"]["containers"]
     assert head_containers[0]["image"] == IMAGE
-    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1", f"{where}: the dashboard (job API) on every interface"
-    for c in (head_containers[0], *[g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]):
-        env = {e["name"]: e for e in c["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token", f"{where}: Ray token authentication is off in {c['name']}"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "meddiff-ray-token", "key": "token"}, \
-            f"{where}: {c['name']} does not take the Ray token from the meddiff-ray-token Secret"
+    if "authOptions" in spec:  # KubeRay manages the token (sets it on every container, authenticates its own calls)
+        assert spec["authOptions"] == {"mode": "token", "secretName": "meddiff-ray-token"}, f"{where}: {spec['authOptions']}"
+        if head["rayStartParams"]["dashboard-host"] != "127.0.0.1":  # the operator reaches it: only behind the policy
+            policy = load(KUBERAY / "networkpolicy.yaml")
+            labels = head["template"]["metadata"]["labels"]
+            assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), f"{where}: head not covered"
+            dashboard = [r for r in policy["spec"]["ingress"] if {"port": 8265, "protocol": "TCP"} in r.get("ports", [])]
+            assert dashboard and all("namespaceSelector" in f for r in dashboard for f in r["from"]), \
+                f"{where}: the dashboard port is open to more than the operator's namespace"
+    else:
+        assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1", f"{where}: the dashboard (job API) on every interface"
+        for c in (head_containers[0], *[g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]):
+            env = {e["name"]: e for e in c["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", f"{where}: Ray token authentication is off in {c['name']}"
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "meddiff-ray-token", "key": "auth_token"}, \
+                f"{where}: {c['name']} does not take the Ray token from the meddiff-ray-token Secret"
     ports = {p["containerPort"] for p in head_containers[0]["ports"]}
     assert {6379, 8265} <= ports, f"{where}: the head must expose GCS and the dashboard/job API"
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
@@ -227,7 +237,8 @@ def test_ray_stays_locked_everywhere():
         if path.is_file():
             text = path.read_text()
             assert not re.search(r"RAY_AUTH_MODE\W+disabled", text), f"{path.name}: Ray token authentication disabled"
-            assert not re.search(r"dashboard-host\W+0\.0\.0\.0", text), f"{path.name}: dashboard on 0.0.0.0"
+            if path.name != "rayservice.yaml":  # there behind token auth and kuberay/networkpolicy.yaml (checked above)
+                assert not re.search(r"dashboard-host\W+0\.0\.0\.0", text), f"{path.name}: dashboard on 0.0.0.0"
     assert re.search(r"^\s+RAY_AUTH_MODE=token", (INFRA / "Dockerfile").read_text(), re.M)
     config = load(INFRA / "cluster-aws.yaml")
     assert "-e RAY_AUTH_MODE=token" in config["docker"]["run_options"]
