@@ -1,14 +1,12 @@
 """Patient demographics as metadata columns, de-identified the same way for every source.
 
-Ages above 89 are reported as "90+" (the HIPAA Safe Harbor rule, 45 CFR 164.514(b)(2)(i)(C), groups them); the age band
-uses the bands of ``meddiff/data/sources/tables.py`` (``AGE_BANDS``). Sex is reduced to "M", "F" or "O" (the DICOM
-PatientSex values).
+Ages above 89 are reported as "90+" (the HIPAA Safe Harbor rule, 45 CFR 164.514(b)(2)(i)(C), groups them); the age
+bands (``AGE_BANDS``: CheXpert's Age, ISIC's age_approx, DICOM PatientAge, ...) are the ones every source uses,
+``meddiff/data/sources/tables.py`` ``age_band`` too. Sex is reduced to "M", "F" or "O" (the DICOM PatientSex values).
 """
 
 from __future__ import annotations
 
-# The same bands as meddiff/data/sources/tables.py AGE_BANDS (kept here so that this module imports nothing of the
-# source registry, which imports it).
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 1000, "80+"))
 OLDEST_REPORTED = 89
 SEXES = {"M": "M", "F": "F", "O": "O", "MALE": "M", "FEMALE": "F", "OTHER": "O"}

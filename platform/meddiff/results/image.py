@@ -4,7 +4,6 @@ config the run's checkpoint recorded (meta.json ``checkpoint_metadata.config.dat
 
 from __future__ import annotations
 
-import csv as _csvlib
 import functools
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -12,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from meddiff.config import IMAGE_FORMATS
-from meddiff.errors import ResultsError
+from meddiff.config import DEFAULT_MAX_PIXELS, IMAGE_FORMATS
+from meddiff.errors import DataError, ResultsError
 from meddiff.results import schema as S
 
 def image_row(df: pd.DataFrame, image_id: str) -> pd.Series:
@@ -77,7 +76,7 @@ def image_pixels(meta: dict[str, Any], image_id: str) -> np.ndarray:
     ``meddiff/data/sources/`` (medmnist: ``<file stem>/<split>/<index>`` into ``<split>_images``; image_csv: the
     ``id_column`` or the path without extension, relative to ``image_root`` or the CSV's folder; isic_challenge:
     ``<image_dir>/<id>.jpg``; nih_cxr14: ``<id>.png`` under ``image_dirs``; mimic_cxr: the dicom_id's JPEG via the
-metadata table; dicom: the relative path or the SOPInstanceUID, decoded with pydicom for display). Numpy, PIL and
+metadata table; dicom: the relative path or the SOPInstanceUID, decoded by ``meddiff.data.dicom``). Numpy, PIL and
 pydicom only: the pixels the model saw (resized, scaled) come from
     ``meddiff.data.decode``, which needs torch. ResultsError saying why when the image cannot be found or read."""
     cfg = ((meta.get("checkpoint_metadata") or {}).get("config") or {}).get("data") or {}
@@ -97,7 +96,8 @@ pydicom only: the pixels the model saw (resized, scaled) come from
         if source == "mimic_cxr":
             return _file_pixels(_mimic_image_path(params, image_id))
         if source == "dicom":
-            return _dicom_pixels(_dicom_image_path(params, image_id))
+            budget = int(cfg.get("max_pixels") or DEFAULT_MAX_PIXELS)
+            return _dicom_pixels(_dicom_image_path(params, image_id), budget)
     except KeyError as exc:
         raise ResultsError(f"the run's data config ({source}) lacks {exc}; cannot locate image {image_id!r}") from None
     raise ResultsError(f"images of data source {source!r} cannot be shown here (synthetic or unsupported); known: "
@@ -129,16 +129,7 @@ def _npz_array(path: str, key: str) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _csv_index(csv: str, path_column: str, id_column: str | None, root: str | None,
                template: str | None = None) -> dict[str, str]:
-    # The dialect meddiff/data/sources/tables.py accepts (BOM, , ; tab | from the header line, blank lines); that module
-    # is not imported here because importing meddiff.data pulls torch into the results read model.
-    try:
-        with open(csv, encoding="utf-8-sig", newline="") as handle:
-            header = next((line for line in handle if line.strip()), "")
-        sep = max((",", ";", "\t", "|"), key=lambda d: (len(next(_csvlib.reader([header], delimiter=d), [])), d == ","))
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=sep)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{csv}: cannot read the run's labels CSV ({type(exc).__name__}: {exc})") from None
-    table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed: ")]]
+    table = _read_csv(Path(csv))
     base = Path(root).expanduser() if root else Path(csv).parent
     if template:  # image_csv's path_template: the relative path built from columns
         paths = [template.format(**row) for row in table.to_dict("records")]
@@ -181,7 +172,7 @@ def _mimic_index(root: str) -> dict[str, tuple[str, str]]:
     for suffix in (".csv", ".csv.gz"):
         path = Path(root) / f"mimic-cxr-2.0.0-metadata{suffix}"
         if path.is_file():
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            table = _read_csv(path)
             return {d.strip(): (s.strip(), t.strip())
                     for d, s, t in zip(table["dicom_id"], table["subject_id"], table["study_id"])}
     raise ResultsError(f"{root}: the run's mimic-cxr-2.0.0-metadata.csv(.gz) is not on this machine")
@@ -231,33 +222,31 @@ def _dicom_image_path(params: dict[str, Any], image_id: str) -> Path:
     raise ResultsError(f"{root}: no DICOM file {image_id}(.dcm|.dicom)")
 
 
-def _dicom_pixels(path: Path) -> np.ndarray:
-    """A DICOM image for display: first frame, modality and VOI LUT (window) applied, MONOCHROME1 inverted, stretched
-    to uint8. The model's own pixels come from meddiff.data.decode."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _dicom_pixels(path: Path, max_pixels: int) -> np.ndarray:
+    """A DICOM image for display: decoded by the model's reader (``meddiff.data.dicom``: modality LUT, VOI LUT /
+    window, MONOCHROME1 inverted; a multi-frame or over-budget file is refused), grayscale stretched to uint8 0..255."""
+    from meddiff.data.dicom import read_dicom
 
     try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for undecodable files
-        raise ResultsError(f"{path}: cannot decode DICOM pixels ({type(exc).__name__})") from None
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
-    if pixels.ndim == 3:
-        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else _stretch(pixels)
-    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        values = values.max() - values
-    return _stretch(values)
-
-
-def _stretch(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
+        values = read_dicom(path, str(path), max_pixels).pixels
+    except DataError as exc:
+        raise ResultsError(str(exc)) from None
+    if values.ndim == 3:  # colour: already on the display scale
+        return np.round(values).astype(np.uint8)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV as the sources read it (``meddiff.data.sources.tables.read_table``: dialect, BOM, gzip, true lines)."""
+    from meddiff.data.sources.tables import read_table
+
+    try:
+        return read_table(path)
+    except DataError as exc:
+        raise ResultsError(f"cannot read the run's table: {exc}") from None
 
 
 def _file_pixels(path: Path) -> np.ndarray:

@@ -96,7 +96,6 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str | N
         await form.close()
 
 
-DEFAULT_MAX_PIXELS = 36_000_000  # data.max_pixels when the checkpoint's data config has none
 # decoded bytes per pixel and channel: the 8-bit check decode (upload.inspect_image), the decoder's own 8-bit image,
 # its float32 copy and 2 bytes of slack for 16-bit files
 BYTES_PER_PIXEL_CHANNEL = 8
@@ -114,9 +113,8 @@ def _error(exc: UploadError) -> JSONResponse:
 
 
 def memory_budget(core: ImageClassifier, settings: ServeSettings) -> MemoryBudget:
-    data = ((core.predictor.metadata or {}).get("config") or {}).get("data") or {}
-    max_pixels = int(data.get("max_pixels") or DEFAULT_MAX_PIXELS)
-    return MemoryBudget(max_pixels, BYTES_PER_PIXEL_CHANNEL * core.predictor.decoder.channels, settings.max_concurrent)
+    decoder = core.predictor.decoder  # the checkpoint's data.max_pixels (the default for bundles without one)
+    return MemoryBudget(decoder.max_pixels, BYTES_PER_PIXEL_CHANNEL * decoder.channels, settings.max_concurrent)
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)

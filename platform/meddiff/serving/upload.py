@@ -156,17 +156,17 @@ def _inspect_dicom(data: bytes, channels: int, limits: UploadLimits) -> ImageInf
     except DataError as exc:
         raise UploadError(422, str(exc)) from None
     _check_sides(width, height, limits)
-    try:
-        dicom = read_dicom(data, _WHERE, limits.max_pixels)
-    except DataError as exc:
-        raise UploadError(422, str(exc)) from None
-    if dicom.photometric.startswith("MONOCHROME"):
+    photometric = str(header.get("PhotometricInterpretation", "") or "")
+    if photometric.startswith("MONOCHROME"):  # grayscale by its header: the pixels are decoded once, by the decoder
         found = 1
-    else:
-        planes = dicom.pixels
+    else:  # a colour file may hold a grey picture: look at its pixels
+        try:
+            planes = read_dicom(data, _WHERE, limits.max_pixels).pixels
+        except DataError as exc:
+            raise UploadError(422, str(exc)) from None
         found = 1 if float((planes.max(axis=-1) - planes.min(axis=-1)).max(initial=0.0)) <= GREY_TOLERANCE else 3
-    _check_found_channels(found, channels, f"DICOM {dicom.photometric}")
-    return ImageInfo("DICOM", width, height, dicom.photometric)
+    _check_found_channels(found, channels, f"DICOM {photometric}")
+    return ImageInfo("DICOM", width, height, photometric)
 
 
 def _check_sides(width: int, height: int, limits: UploadLimits) -> None:

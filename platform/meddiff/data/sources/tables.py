@@ -29,12 +29,11 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from meddiff.data.demographics import AGE_BANDS
 from meddiff.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-# Age bands of the metadata (years): CheXpert's Age, ISIC's age_approx.
-AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 1000, "80+"))
 DELIMITERS = (",", ";", "\t", "|")
 # path (as given to read_table) -> file line of every data row, for the files whose lines are not simply index + 2.
 _LINES: dict[str, tuple[int, ...]] = {}
