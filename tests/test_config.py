@@ -35,6 +35,11 @@ def test_overrides_and_types(tmp_path):
         ({"data": {"split_fractions": [0.5, 0.5, 0.5]}}, "split_fractions"),
         ({"diffusion": {"cfg_dropout": 1.5}}, "cfg_dropout"),
         ({"bogus": {}}, "unknown key"),
+        ({"score": {"stopping": "futility"}}, "needs score.referral"),
+        ({"score": {"t_draws": "sobol"}}, "score.t_draws"),
+        ({"score": {"t_draws": "stratified", "strata": 8, "chunk_draws": 4, "stopping": "mixture"}},
+         "score.chunk_draws: expected a multiple of score.strata"),
+        ({"score": {"antithetic": True, "stopping": "mixture"}}, "antithetic pairs are dependent"),
     ],
 )
 def test_bad_values_name_the_key(raw, match):

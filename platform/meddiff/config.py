@@ -212,6 +212,14 @@ class ScoreConfig:
     channels_last / compile: CUDA speed-ups (channels_last defaults on for CUDA; torch.compile is opt-in).
     referral: a referral.json of ``meddiff calibrate`` ("" = none): every ok row gets decision accept/refer at its
         threshold, with its alpha and delta (``meddiff.scoring.referral``); it must name this checkpoint's model_id.
+        The ``futility`` stopping rule needs it: it also stops an image, as "refer", once it is settled inside the band
+        this threshold refers. decision_z (futility only, 0 = off): a leader stop also waits until the vote entropy
+        is that many standard errors from the threshold, trading draws for accept / refer decisions closer to the
+        full-N vote's (``meddiff.diffusion.stopping``); the guarantee is unchanged.
+    t_draws / strata / antithetic: how an image's draws are laid out (``meddiff.diffusion.noise.DrawScheme``):
+        ``uniform`` t (the paper's) or ``stratified`` over blocks of ``strata`` draws; ``antithetic`` pairs every
+        noise with its negation at the same t. A sequential stopping rule with stratified t looks on block boundaries
+        (chunk_draws a multiple of strata); antithetic pairs are dependent, so they take ``none`` or ``exact`` only.
     """
 
     n_draws: int = 51
@@ -235,10 +243,30 @@ class ScoreConfig:
     channels_last: bool | None = None
     compile: bool = False
     referral: str = ""
+    t_draws: str = "uniform"
+    strata: int = 8
+    antithetic: bool = False
+    decision_z: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.shard_size > 0, "score.shard_size", "a positive integer", self.shard_size)
         _check(self.stopping in STOPPING_RULES, "score.stopping", f"one of {tuple(STOPPING_RULES)}", self.stopping)
+        _check(self.t_draws in ("uniform", "stratified"), "score.t_draws", "'uniform' or 'stratified'", self.t_draws)
+        _check(self.strata > 0, "score.strata", "a positive integer", self.strata)
+        _check(0.0 <= self.decision_z <= 10.0, "score.decision_z", "a number of standard errors in [0, 10]",
+               self.decision_z)
+        sequential = self.stopping not in ("none", "exact")
+        if sequential and self.t_draws == "stratified":
+            _check(self.chunk_draws % self.strata == 0, "score.chunk_draws",
+                   f"a multiple of score.strata ({self.strata}) with stratified t and a sequential stopping rule "
+                   "(its guarantee holds on block boundaries)", self.chunk_draws)
+        if sequential and self.antithetic:
+            raise ConfigError(f"score.antithetic: antithetic pairs are dependent, so no anytime-valid guarantee covers "
+                              f"score.stopping {self.stopping!r} on them; use stopping none or exact with antithetic "
+                              "draws")
+        if STOPPING_RULES[self.stopping].uses_referral and not self.referral:
+            raise ConfigError(f"score.stopping: {self.stopping!r} also stops on the referral decision, so it needs "
+                              "score.referral (a referral.json of `meddiff calibrate`, e.g. --referral referral.json)")
         _check(0.0 < self.delta < 1.0, "score.delta", "a risk in (0, 1)", self.delta)
         _check(self.chunk_draws > 0, "score.chunk_draws", "a positive integer", self.chunk_draws)
         _check(self.n_draws > 0, "score.n_draws", "a positive integer", self.n_draws)

@@ -43,12 +43,14 @@ class ClassificationRule:
 class StoppingRule:
     """name: ``score.stopping`` value; test: ``"module:function"`` of its stopping test (votes [B, C], draws [B],
     n_max, delta, chunk) -> [B] bool; anytime_valid: whether its guarantee holds whatever the number of looks;
-    guarantee: what a user may rely on, in one sentence."""
+    guarantee: what a user may rely on, in one sentence; uses_referral: whether it also stops on the referral
+    decision, so it needs the referral threshold (``score.referral``)."""
 
     name: str
     test: str
     anytime_valid: bool
     guarantee: str
+    uses_referral: bool = False
 
 
 CLASSIFICATION_RULES: dict[str, ClassificationRule] = {r.name: r for r in (
@@ -78,6 +80,10 @@ STOPPING_RULES: dict[str, StoppingRule] = {r.name: r for r in (
     StoppingRule("mixture", f"{_STOP}:mixture_stop_rule", True,
                  "P(stopping on a wrong leader) <= delta under continuous monitoring and any stopping time "
                  "(Robbins' mixture martingale, Ville's inequality)"),
+    StoppingRule("futility", f"{_STOP}:futility_stop", True,
+                 "P(stopping on a wrong leader, or stopping as refer while the limit vote entropy is at or below the "
+                 "referral threshold) <= delta under continuous monitoring and any stopping time (the mixture leader "
+                 "test and a Beta-mixture confidence sequence, delta / 2 each)", uses_referral=True),
 )}
 
 

@@ -29,14 +29,42 @@ def test_near_tied_draws_are_counted_per_image():
     assert near_tied_draws(errors).tolist() == [1, 2]  # the (0, 0) draw is a tie of two zero errors
 
 
+def tied_images(out) -> int:
+    return out["near_tied_images"]
+
+
 def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     out = run_benchmark(tiny_checkpoint, tmp_path, n_images=12, n_draws=21, batch_size=4, deltas=(0.05,), chunk=3, replay_chunks=(1, 3),
                         ray_actors=(), log=lambda _line: None)
     names = [v["name"] for v in out["variants"]]
-    assert names == ["reference", "engine", "exact", "wilson@0.05", "hoeffding@0.01", "mixture@0.05",
-                     "mixture@0.05 every draw", "wilson_per_look@0.05"]
+    assert names == ["reference", "engine", "engine, stratified t", "engine, antithetic noise", "exact", "wilson@0.05",
+                     "hoeffding@0.01", "mixture@0.05", "mixture@0.05 every draw", "wilson_per_look@0.05",
+                     "futility@0.05", "futility@0.05 every draw", "futility@0.05, decision_z 2",
+                     "mixture@0.05, stratified t",
+                     "futility@0.05, stratified t"]
     v = {x["name"]: x for x in out["variants"]}
     assert v["reference"]["nfe_per_image"] == v["engine"]["nfe_per_image"] == 42
+    assert v["engine, stratified t"]["nfe_per_image"] == v["engine, antithetic noise"]["nfe_per_image"] == 42
+    assert v["engine, stratified t"]["draws"] == "stratified t" and v["engine"]["draws"] == "uniform"
+    # decisions at the full vote's 80 % / 55 % coverage thresholds: the reference agrees with itself, covers what it
+    # was fixed for, and every variant reports its decision agreement, accepted accuracy and NFE quantiles
+    thresholds = out["referral_thresholds"]
+    assert set(thresholds) == {"coverage_80", "coverage_55"} and thresholds["coverage_55"] <= thresholds["coverage_80"]
+    ref = v["reference"]
+    assert ref["decision_agreement_80"] == ref["decision_agreement_55"] == 1.0
+    assert ref["coverage_80"] >= 0.8 and ref["coverage_55"] >= 0.55
+    for x in out["variants"]:
+        assert 0 <= x["decision_agreement_80"] <= 1 and x["nfe_median"] <= x["nfe_p90"] <= x["nfe_p99"] <= 42
+        assert x["decision_disagreements_80"] == round((1 - x["decision_agreement_80"]) * 12)
+    # Wald's bound: refer stops can only lower the least mean draws
+    wald = {(r["delta"], r["stops on"]): r["draws_per_image"] for r in out["wald_bound"]}
+    assert 0 < wald[(0.05, "leader or refer")] <= wald[(0.05, "leader")] <= 21
+    # the decision guard only delays leader stops
+    assert v["futility@0.05, decision_z 2"]["nfe_per_image"] >= v["futility@0.05"]["nfe_per_image"] - tied_images(out) * 42 / 12
+    # the exact rule's decisions are the full vote's (up to near-tied draws)
+    assert v["exact"]["decision_agreement_80"] >= 1 - tied_images(out) / 12
+    # futility stops no later than the leader-only mixture rule at the same risk split: it only adds a way to stop
+    assert v["futility@0.05"]["nfe_per_image"] <= v["mixture@0.05"]["nfe_per_image"] + 1e-9 or tied_images(out)
     # the same draws in other batch shapes: only images with near-tied draws may differ (bench.replay.NEAR_TIE)
     tied = out["near_tied_images"]
     assert 0 <= tied <= out["near_tied_draws"]
@@ -47,10 +75,21 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
     assert saved["ratios"]["exact NFE reduction vs N"] >= 1.0
     assert "| reference |" in (tmp_path / "bench.md").read_text()
     # the replay of a rule at the measured chunk reproduces the measured variant's NFE and agreement
-    replay = {(r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"]}
+    replay = {(r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"] if r["draws"] == "uniform"}
+    replay.update({("stratified " + r["rule"], r["delta"], r["chunk"]): r for r in saved["replay"]
+                   if r["draws"] == "stratified t"})
+    layouts = {r["draws"] for r in saved["replay"]}
+    assert layouts == {"uniform", "stratified t", "antithetic"}
+    # stratified t is replayed on block boundaries only (chunk 3 = its block); antithetic sequential rows are flagged
+    assert {r["chunk"] for r in saved["replay"] if r["draws"] == "stratified t" and r["rule"] != "exact"} == {3}
+    assert all(not r["guarantee"] for r in saved["replay"] if r["draws"] == "antithetic" and r["rule"] != "exact")
     # (exactly, unless a near-tied draw voted the other way in the measured run: then within what its images can move)
     for name, key in [("exact", ("exact", None, 3)), ("wilson@0.05", ("wilson", 0.05, 3)),
-                      ("mixture@0.05", ("mixture", 0.05, 3)), ("mixture@0.05 every draw", ("mixture", 0.05, 1))]:
+                      ("mixture@0.05", ("mixture", 0.05, 3)), ("mixture@0.05 every draw", ("mixture", 0.05, 1)),
+                      ("futility@0.05", ("futility", 0.05, 3)), ("futility@0.05 every draw", ("futility", 0.05, 1)),
+                      ("mixture@0.05, stratified t", ("stratified mixture", 0.05, 3)),
+                      ("futility@0.05, stratified t", ("stratified futility", 0.05, 3))]:
         assert abs(replay[key]["nfe_per_image"] - v[name]["nfe_per_image"]) <= tied * 42 / 12 + 0.05, name
         assert abs(replay[key]["agreement"] - v[name]["agreement"]) <= tied / 12 + 1e-4, name
+        assert abs(replay[key]["decision_agreement_80"] - v[name]["decision_agreement_80"]) <= tied / 12 + 1e-4, name
     assert "near-tied draws" in (tmp_path / "bench.md").read_text()

@@ -1,5 +1,8 @@
 """Ray Data scoring on a real local cluster: same rows as in-process scoring, exactly once, resumable."""
 
+import dataclasses
+import json
+
 import pytest
 
 from meddiff.config import RayConfig, ScoreConfig, config_from_json
@@ -37,6 +40,14 @@ def test_ray_scoring_equals_in_process_and_is_exactly_once(ray_local, tiny_check
                            ray_cfg=RayConfig(actors=1, threads_per_actor=2))
     assert one["scored"] == 48 and one["actors_used"] == 1
     assert_same_scores(ray_df, read_results(tmp_path / "one"))
+    # a shard size above the job's size is cut to two shards per actor, so no actor idles; a resume, here in
+    # process, keeps the plan's shard size and finds every row done
+    wide_cfg = dataclasses.replace(SCORE, shard_size=256)
+    wide = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), wide_cfg, tmp_path / "wide", ray_cfg=ACTORS)
+    assert wide["shards"] == 4 and wide["scored"] == 48
+    assert json.loads((tmp_path / "wide" / "_plan.json").read_text())["shard_size"] == 12
+    again = score_checkpoint(tiny_checkpoint, _data(tiny_checkpoint), wide_cfg, tmp_path / "wide")
+    assert again["scored"] == 0 and again["skipped"] == 48
 
 
 def test_pool_hands_out_shards_only_once_every_actor_is_up(ray_local, tmp_path):

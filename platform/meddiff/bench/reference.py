@@ -31,7 +31,8 @@ def reference_errors(denoiser: nn.Module, x: torch.Tensor, img_seeds: Sequence[i
     b = x.shape[0]
     errors = torch.full((b, spec.num_classes, n_draws), float("inf"), device=x.device)
     for step in range(n_draws):
-        t, eps = draw_pairs(img_seeds, [step], tuple(x.shape[1:]), spec.t_min, spec.t_max, x.device)
+        t, eps = draw_pairs(img_seeds, [step], tuple(x.shape[1:]), spec.t_min, spec.t_max, x.device,
+                            spec.draws)
         t, eps = t[:, 0], eps[:, 0]
         logsnr = spec.schedule.logsnr(t)
         alpha, sigma = alpha_sigma(logsnr)

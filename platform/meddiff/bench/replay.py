@@ -27,9 +27,11 @@ def near_tied_draws(errors: torch.Tensor, rel: float = NEAR_TIE) -> torch.Tensor
     return (gap < rel).sum(dim=-1)
 
 
-def replay_stopping(errors: torch.Tensor, rule: str, delta: float = 0.01, chunk: int = 8
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, C, N] per-draw errors -> (draws used [B], majority-vote prediction from those draws [B])."""
+def replay_stopping(errors: torch.Tensor, rule: str, delta: float = 0.01, chunk: int = 8,
+                    refer_above: float | None = None, with_votes: bool = False, decision_z: float = 0.0):
+    """[B, C, N] per-draw errors -> (draws used [B], majority-vote prediction from those draws [B]), and with
+    ``with_votes`` also the votes [B, C] of those draws. ``refer_above``: the referral threshold, for the rules that
+    stop on the referral decision."""
     b, c, n = errors.shape
     winners = torch.nn.functional.one_hot(errors.argmin(dim=1), c).cumsum(dim=1)  # [B, N, C] votes after 1..N draws
     error_sums = errors.cumsum(dim=2)  # [B, C, N]
@@ -37,7 +39,7 @@ def replay_stopping(errors: torch.Tensor, rule: str, delta: float = 0.01, chunk:
     open_ = torch.ones(b, dtype=torch.bool)
     for drawn in list(range(chunk, n, chunk)) + [n]:
         votes = winners[:, drawn - 1]
-        stop = should_stop(votes, torch.full((b,), drawn), n, rule, delta, chunk) & open_
+        stop = should_stop(votes, torch.full((b,), drawn), n, rule, delta, chunk, refer_above, decision_z) & open_
         used[stop] = drawn
         open_ &= ~stop
         if not open_.any():
@@ -45,6 +47,7 @@ def replay_stopping(errors: torch.Tensor, rule: str, delta: float = 0.01, chunk:
     idx = torch.arange(b)
     votes = winners[idx, used - 1]
     mean_error = error_sums[idx, :, used - 1] / used[:, None]
-    return used, vote_prediction(votes, mean_error)
+    pred = vote_prediction(votes, mean_error)
+    return (used, pred, votes) if with_votes else (used, pred)
 
 

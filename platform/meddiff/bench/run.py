@@ -1,19 +1,24 @@
 """``meddiff bench``: one run, one checkpoint, the same real images, every way of scoring them, side by side.
 
-Variants (all on the same images and noise):
+Variants (all on the same images and noise unless their draws differ):
   reference      the paper's loop (bench.reference): per draw, per class, one forward over the batch; fixed N; fp32
   engine         meddiff's class-batched continuous-batching engine at fixed N
+  engine, stratified t / antithetic noise   the engine at fixed N with the other draw layouts (``noise.DrawScheme``)
   exact          + exact early exit (identical predictions to the full vote, proven in tests)
   wilson@delta   + sequential early exit (Wilson bound, union bound over looks) at each delta
   hoeffding@0.01 + anytime-valid Hoeffding early exit, for comparison
-  mixture@delta  + anytime-valid mixture SPRT early exit at each delta
+  mixture@delta  + anytime-valid mixture SPRT early exit at each delta (leader only)
   mixture@delta every draw  the same rule looking after every draw (more slots keep the forward pass as wide)
+  futility@delta + the leader test or, as "refer", the vote shares settled inside the band the 80 %-coverage threshold
+                 refers (``stopping.futility_stop``), also every draw, and with stratified t
   wilson_per_look@delta + the Wilson test at delta at every look, uncorrected (its delta does not hold over looks)
-  replay         every rule x delta x chunk replayed over the reference's errors (NFE and agreement, no timing)
+  replay         every rule x delta x chunk replayed over the full-N errors of each draw layout (no timing)
   ray            Ray Data scoring with 1 and 2 actors (one thread each) against the in-process engine with one thread
-Reported per variant: images/s, mean denoiser evaluations (NFE) per image, agreement with the reference's full-N vote,
-accuracy, peak resident memory of the process while it ran, and an MFU estimate: achieved FLOP/s (model FLOPs per
-forward from torch's flop counter x forwards/s) over a matmul peak measured on this machine in the same run.
+Reported per variant: images/s, mean denoiser evaluations (NFE) per image and their median, p90 and p99, agreement of
+the class with the reference's full-N vote, the decision agreement and the accuracy of the accepted images at the
+thresholds that give 80 % and 55 % coverage on the full-N vote (``bench.decisions``), accuracy, peak resident memory
+of the process while it ran, and an MFU estimate: achieved FLOP/s (model FLOPs per forward from torch's flop counter
+x forwards/s) over a matmul peak measured on this machine in the same run.
 ``scale`` measures Ray scoring throughput and driver memory on 1k vs 10k synthetic images (streaming: both flat).
 Output: bench.json and bench.md in the output folder. Figures, never assertions: tests check correctness only.
 """
@@ -25,7 +30,7 @@ import platform
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,8 +42,10 @@ from meddiff.config import RayConfig, ScoreConfig, config_from_json
 from meddiff.data import Manifest
 from meddiff.diffusion.engine import EngineSpec, summarize
 from meddiff.diffusion.model import load_diffusion_model
-from meddiff.diffusion.noise import image_seed
+from meddiff.diffusion.noise import UNIFORM, DrawScheme, image_seed
 from meddiff.diffusion.streaming import StreamSpec, stream_classify
+from meddiff.bench.bounds import wald_draws
+from meddiff.bench.decisions import COVERAGES, coverage_threshold, decision_stats, nfe_quantiles
 from meddiff.bench.reference import reference_errors
 from meddiff.bench.replay import NEAR_TIE, near_tied_draws, replay_stopping
 from meddiff.progress import Progress
@@ -118,6 +125,18 @@ class Variant:
     achieved_gflops: float
     mfu: float
     notes: str = ""
+    draws: str = "uniform"
+    nfe_median: float = 0.0
+    nfe_p90: float = 0.0
+    nfe_p99: float = 0.0
+    decision_agreement_80: float = 0.0
+    decision_disagreements_80: int = 0
+    accepted_accuracy_80: float | None = None
+    coverage_80: float = 0.0
+    decision_agreement_55: float = 0.0
+    decision_disagreements_55: int = 0
+    accepted_accuracy_55: float | None = None
+    coverage_55: float = 0.0
 
 
 def _stratified(frame, n: int, seed: int = 0):
@@ -142,6 +161,7 @@ def run_benchmark(
     deltas: tuple[float, ...] = (0.05, 0.01),
     chunk: int = 8,
     replay_chunks: tuple[int, ...] = (1, 2, 4, 8, 16),
+    decision_zs: tuple[float, ...] = (2.0,),
     ray_actors: tuple[int, ...] = (1, 2),
     ray_n_draws: int = 51,
     ray_images: int = 0,
@@ -173,17 +193,22 @@ def run_benchmark(
         f"matmul peak {peak / 1e9:.1f} GFLOP/s on {device} with {torch.get_num_threads()} threads")
     variants: list[Variant] = []
 
-    def record(name: str, seconds: float, nfe: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, mem: PeakMemory,
-               notes: str = "") -> None:
+    thresholds: dict[float, float] = {}
+    full: dict[str, np.ndarray] = {}
+
+    def record(name: str, seconds: float, nfe: np.ndarray, pred: np.ndarray, unc: np.ndarray, mem: PeakMemory,
+               notes: str = "", draws: str = "uniform") -> None:
         achieved = flops * float(nfe.sum()) / seconds
         v = Variant(name=name, images=len(pred), seconds=round(seconds, 2), images_per_s=round(len(pred) / seconds, 3),
                     nfe_per_image=round(float(nfe.mean()), 1),
-                    agreement=round(float((pred == ref).mean()), 4) if ref is not None else 1.0,
+                    agreement=round(float((pred == full["pred"]).mean()), 4),
                     accuracy=round(float((pred == y).mean()), 4), peak_rss_mb=round(mem.peak, 1),
-                    achieved_gflops=round(achieved / 1e9, 2), mfu=0.0, notes=notes)
+                    achieved_gflops=round(achieved / 1e9, 2), mfu=0.0, notes=notes, draws=draws,
+                    **nfe_quantiles(nfe), **decision_stats(pred, unc, full["pred"], full["uncertainty"], y, thresholds))
         variants.append(v)
-        log(f"[bench] {name:24s} {v.images_per_s:8.3f} img/s  NFE/img {v.nfe_per_image:7.1f}  agreement "
-            f"{v.agreement:.3f}  accuracy {v.accuracy:.3f}  {v.seconds:8.1f} s  peak RSS {v.peak_rss_mb:.0f} MiB")
+        log(f"[bench] {name:30s} {v.images_per_s:8.3f} img/s  NFE/img {v.nfe_per_image:7.1f} (p90 {v.nfe_p90:.0f})  "
+            f"agreement {v.agreement:.3f}  decision agreement @80 % {v.decision_agreement_80:.3f}  "
+            f"accuracy {v.accuracy:.3f}  {v.seconds:8.1f} s  peak RSS {v.peak_rss_mb:.0f} MiB")
 
     # 1. the paper's loop
     with PeakMemory() as mem:
@@ -195,35 +220,63 @@ def run_benchmark(
             progress.update(len(errs[-1]))
         seconds = time.perf_counter() - t0
     ref_errors = torch.cat(errs).cpu()
-    ref = summarize(ref_errors).pred_vote.numpy()
-    record("reference", seconds, np.full(len(ids), n_draws * model.num_classes), ref, ref, mem,
+    ref_summary = summarize(ref_errors)
+    full.update(pred=ref_summary.pred_vote.numpy(), uncertainty=ref_summary.uncertainty.numpy())
+    thresholds.update({c: coverage_threshold(full["uncertainty"], c) for c in COVERAGES})
+    refer_above = thresholds[COVERAGES[0]]
+    log(f"[bench] referral thresholds on the full-N vote's uncertainty: "
+        + ", ".join(f"{c:.0%} coverage {t:.4f}" for c, t in thresholds.items()))
+    record("reference", seconds, np.full(len(ids), n_draws * model.num_classes), full["pred"], full["uncertainty"], mem,
            f"per draw, per class, one forward over {batch_size} images; fp32")
-    replay = replay_table(ref_errors, ref, y, deltas, replay_chunks)
     near = near_tied_draws(ref_errors)
 
     # 2-5. the engine: fixed N, exact early exit, sequential early exit
-    # (name, rule, delta, chunk, slots). The mixture rule is also measured looking after every draw, with more slots
-    # so that a step's forward pass is as wide as at ``chunk`` draws (the rule is anytime-valid: looking costs nothing)
+    # (name, rule, delta, chunk, slots, draws). The leader-only mixture rule and the futility rule are also measured
+    # looking after every draw, with more slots so that a step's forward pass is as wide as at ``chunk`` draws (the
+    # rules are anytime-valid: looking costs nothing). Stratified t comes in blocks of ``chunk`` draws: its looks fall
+    # on block boundaries, where its guarantee holds.
     wide = max(batch_size, spec.max_batch // model.num_classes)
-    runs = [("engine", "none", 0.01, chunk, batch_size), ("exact", "exact", 0.01, chunk, batch_size)]
-    runs += [(f"wilson@{d}", "wilson", d, chunk, batch_size) for d in deltas]
-    runs += [("hoeffding@0.01", "hoeffding", 0.01, chunk, batch_size)]
-    runs += [(f"mixture@{d}", "mixture", d, chunk, batch_size) for d in deltas]
-    runs += [(f"mixture@{d} every draw", "mixture", d, 1, wide) for d in deltas]
-    runs += [(f"wilson_per_look@{d}", "wilson_per_look", d, chunk, batch_size) for d in deltas]
-    for name, rule, delta, k, slots in runs:
-        stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=k, slots=slots)
+    stratified = DrawScheme("stratified", strata=chunk)
+    antithetic = DrawScheme(antithetic=True)
+    runs = [("engine", "none", 0.01, chunk, batch_size, UNIFORM),
+            ("engine, stratified t", "none", 0.01, chunk, batch_size, stratified),
+            ("engine, antithetic noise", "none", 0.01, chunk, batch_size, antithetic),
+            ("exact", "exact", 0.01, chunk, batch_size, UNIFORM)]
+    runs += [(f"wilson@{d}", "wilson", d, chunk, batch_size, UNIFORM) for d in deltas]
+    runs += [("hoeffding@0.01", "hoeffding", 0.01, chunk, batch_size, UNIFORM)]
+    runs += [(f"mixture@{d}", "mixture", d, chunk, batch_size, UNIFORM) for d in deltas]
+    runs += [(f"mixture@{d} every draw", "mixture", d, 1, wide, UNIFORM) for d in deltas]
+    runs += [(f"wilson_per_look@{d}", "wilson_per_look", d, chunk, batch_size, UNIFORM) for d in deltas]
+    runs += [(f"futility@{d}", "futility", d, chunk, batch_size, UNIFORM) for d in deltas]
+    runs += [(f"futility@{d} every draw", "futility", d, 1, wide, UNIFORM) for d in deltas]
+    runs += [(f"futility@{d}, decision_z {z:g}", "futility", d, chunk, batch_size, UNIFORM, z)
+             for d in deltas for z in decision_zs]
+    runs += [(f"mixture@{d}, stratified t", "mixture", d, chunk, batch_size, stratified) for d in deltas]
+    runs += [(f"futility@{d}, stratified t", "futility", d, chunk, batch_size, stratified) for d in deltas]
+    full_errors = {"uniform": ref_errors}
+    for name, rule, delta, k, slots, scheme, *guard in runs:
+        stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=k, slots=slots,
+                            refer_above=refer_above if rule == "futility" else None,
+                            decision_z=guard[0] if guard else 0.0)
+        run_spec = replace(spec, draws=scheme)
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             progress = Progress(len(ids), f"[bench] {name}", unit="img", every_s=30.0, write=log)
             res = {}
-            for i, r in stream_classify(model.denoiser, ((i, x[i], seeds[i]) for i in range(len(ids))), spec, stream):
+            for i, r in stream_classify(model.denoiser, ((i, x[i], seeds[i]) for i in range(len(ids))), run_spec,
+                                        stream):
                 res[i] = r
                 progress.update(1)
             seconds = time.perf_counter() - t0
         pred = np.array([res[i].pred_vote for i in range(len(ids))])
+        unc = np.array([res[i].uncertainty for i in range(len(ids))])
         nfe = np.array([res[i].n_draws * model.num_classes for i in range(len(ids))])
-        record(name, seconds, nfe, pred, ref, mem, f"slots {slots}, chunk {k}")
+        notes = f"slots {slots}, chunk {k}" + (", refers at the 80 % coverage threshold" if rule == "futility" else "")
+        notes += f", leader stops wait until the entropy is {guard[0]:g} SE from it" if guard else ""
+        record(name, seconds, nfe, pred, unc, mem, notes, draws=scheme_name(scheme))
+        if rule == "none" and scheme_name(scheme) not in full_errors:
+            full_errors[scheme_name(scheme)] = torch.stack([res[i].errors for i in range(len(ids))]).cpu()
+    replay = replay_table(full_errors, full, y, deltas, replay_chunks, thresholds, block=chunk)
 
     # the peak is measured again at the end and the better one kept: on a shared machine one 3 s window can be unlucky
     peak = max(peak, matmul_peak(device))
@@ -233,6 +286,8 @@ def run_benchmark(
         "machine": machine(), "checkpoint": str(checkpoint), "model_id": model.model_id, "images": len(ids),
         "n_draws": n_draws, "flops_per_forward": flops, "matmul_peak_flops": peak,
         "variants": [asdict(v) for v in variants], "replay": replay,
+        "referral_thresholds": {f"coverage_{round(c * 100)}": t for c, t in thresholds.items()},
+        "wald_bound": wald_table(full_errors["uniform"], deltas, refer_above),
         # where the variants may legitimately disagree with the reference (bench.replay.NEAR_TIE)
         "near_tied_draws": int(near.sum()), "near_tied_images": int((near > 0).sum()),
     }
@@ -246,21 +301,68 @@ def run_benchmark(
     return result
 
 
-def replay_table(errors: torch.Tensor, ref: np.ndarray, y: np.ndarray, deltas: tuple[float, ...],
-                 chunks: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Every stopping rule x risk x chunk size replayed over the reference's full-N errors (no denoiser call): mean draws,
-    NFE reduction, agreement with the full vote and accuracy, on the same images and noise as the measured variants."""
-    n, c = errors.shape[2], errors.shape[1]
+def wald_table(errors: torch.Tensor, deltas: tuple[float, ...], refer_above: float) -> list[dict[str, Any]]:
+    """Wald's lower bound on the mean draws (``bench.bounds``) at each delta, leader-only and leader-or-refer at the 80 %
+    coverage threshold, from each image's full-N vote share (two classes; empty otherwise)."""
+    if errors.shape[1] != 2:
+        return []
+    n = errors.shape[2]
+    shares = (errors.argmin(dim=1) == 0).double().mean(dim=1).numpy()
     rows = []
-    for rule in ("exact", "wilson", "wilson_per_look", "hoeffding", "mixture"):
-        for delta in (deltas if rule != "exact" else deltas[:1]):
-            for chunk in chunks:
-                used, pred = replay_stopping(errors, rule, delta, chunk)
-                rows.append({"rule": rule, "delta": None if rule == "exact" else delta, "chunk": chunk,
-                             "nfe_per_image": round(float((used * c).double().mean()), 1),
-                             "nfe_reduction": round(n / float(used.double().mean()), 2),
-                             "agreement": round(float((pred.numpy() == ref).mean()), 4),
-                             "accuracy": round(float((pred.numpy() == y).mean()), 4)})
+    for delta in deltas:
+        for kind, band in (("leader", None), ("leader or refer", refer_above)):
+            draws = float(wald_draws(shares, delta, n, band).mean())
+            rows.append({"delta": delta, "stops on": kind, "draws_per_image": round(draws, 1),
+                         "nfe_reduction": round(n / draws, 2)})
+    return rows
+
+
+def scheme_name(scheme: DrawScheme) -> str:
+    """How a variant's draws were laid out, for tables."""
+    if scheme.antithetic:
+        return "antithetic" + (", stratified t" if scheme.t_draws == "stratified" else "")
+    return "stratified t" if scheme.t_draws == "stratified" else "uniform"
+
+
+def replay_table(full_errors: dict[str, torch.Tensor], full: dict[str, np.ndarray], y: np.ndarray,
+                 deltas: tuple[float, ...], chunks: tuple[int, ...], thresholds: dict[float, float], block: int
+                 ) -> list[dict[str, Any]]:
+    """Every stopping rule x risk x chunk size replayed over the full-N errors of each draw layout (no denoiser call):
+    mean and quantile draws, NFE reduction, agreement of class and decision with the reference's full-N vote (and with
+    the layout's own full-N vote) and accuracy, on the same images as the measured variants. Stratified t (blocks of
+    ``block`` draws) is replayed at chunks that are multiples of its block only (its guarantee holds on block boundaries); the sequential rules on
+    antithetic pairs carry no guarantee (pairs are dependent) and are marked so."""
+    from meddiff.diffusion.uncertainty import vote_entropy
+
+    refer_above = thresholds[COVERAGES[0]]
+    rows = []
+    for layout, errors in full_errors.items():
+        n, c = errors.shape[2], errors.shape[1]
+        own = summarize(errors)
+        for rule in ("exact", "wilson", "wilson_per_look", "hoeffding", "mixture", "futility"):
+            for delta in (deltas if rule != "exact" else deltas[:1]):
+                for chunk in chunks:
+                    if layout.startswith("stratified") and rule != "exact" and chunk % block:
+                        continue
+                    used, pred, votes = replay_stopping(errors, rule, delta, chunk,
+                                                        refer_above if rule == "futility" else None, with_votes=True)
+                    unc = vote_entropy(votes).numpy()
+                    pred = pred.numpy()
+                    nfe = (used * c).numpy()
+                    stats = decision_stats(pred, unc, full["pred"], full["uncertainty"], y, thresholds)
+                    own_stats = decision_stats(pred, unc, own.pred_vote.numpy(), own.uncertainty.numpy(), y,
+                                               thresholds)
+                    rows.append({"draws": layout, "rule": rule, "delta": None if rule == "exact" else delta,
+                                 "chunk": chunk, "nfe_per_image": round(float(nfe.mean()), 1),
+                                 "nfe_reduction": round(n / float(used.double().mean()), 2),
+                                 **{k: round(v, 1) for k, v in nfe_quantiles(nfe).items()},
+                                 "agreement": round(float((pred == full["pred"]).mean()), 4),
+                                 "decision_agreement_80": stats["decision_agreement_80"],
+                                 "decision_agreement_55": stats["decision_agreement_55"],
+                                 "own_decision_agreement_80": own_stats["decision_agreement_80"],
+                                 "accepted_accuracy_80": stats["accepted_accuracy_80"],
+                                 "accuracy": round(float((pred == y).mean()), 4),
+                                 "guarantee": not (layout.startswith("antithetic") and rule not in ("exact",))})
     return rows
 
 
@@ -324,6 +426,10 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -351,21 +457,47 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> None:
     title = f"N = {result['n_draws']}" if "n_draws" in result else "scale"
     lines = [f"# meddiff benchmark — {result['images']} images, {title}", "", machine_line, ""]
     if result.get("variants"):
-        lines += ["| variant | images/s | NFE / image | agreement with full vote | accuracy | peak RSS MiB | GFLOP/s | MFU |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| variant | draws | images/s | NFE / image | NFE median / p90 / p99 | class agreement with full vote | "
+                  "decision agreement @80 % | @55 % | accepted accuracy @80 % (full vote) | @55 % (full vote) | "
+                  "accuracy | peak RSS MiB | GFLOP/s | MFU |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        ref = result["variants"][0]
         for v in result["variants"]:
-            lines.append(f"| {v['name']} | {v['images_per_s']:.3f} | {v['nfe_per_image']:.1f} | {v['agreement']:.3f} | "
+            lines.append(f"| {v['name']} | {v['draws']} | {v['images_per_s']:.3f} | {v['nfe_per_image']:.1f} | "
+                         f"{v['nfe_median']:.0f} / {v['nfe_p90']:.0f} / {v['nfe_p99']:.0f} | {v['agreement']:.3f} | "
+                         f"{v['decision_agreement_80']:.3f} | {v['decision_agreement_55']:.3f} | "
+                         f"{_pct(v['accepted_accuracy_80'])} ({_pct(ref['accepted_accuracy_80'])}) | "
+                         f"{_pct(v['accepted_accuracy_55'])} ({_pct(ref['accepted_accuracy_55'])}) | "
                          f"{v['accuracy']:.3f} | {v['peak_rss_mb']:.0f} | {v['achieved_gflops']:.1f} | {v['mfu']:.3f} |")
+        thresholds = result.get("referral_thresholds", {})
+        lines += ["", "Decisions: refer when the vote entropy is above the threshold that gives the coverage on the "
+                      "reference's full-N vote (" + ", ".join(f"{k.replace('_', ' ')} %: {t:.4f}"
+                                                             for k, t in thresholds.items()) + "), else accept the "
+                      "predicted class; a decision agrees when both refer, or both accept the same class."]
         lines += ["", f"Agreement below 1 at fixed N can only come from near-tied draws (two best classes within "
                       f"{NEAR_TIE:g} relative, which float rounding in another batch shape may flip): "
                       f"{result['near_tied_draws']} such reference draws in {result['near_tied_images']} image(s).", ""]
     if result.get("replay"):
-        lines += ["Stopping rules replayed over the reference's full-N errors (same images and noise, no denoiser call):",
-                  "", "| rule | delta | chunk | NFE / image | NFE reduction | agreement | accuracy |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['rule']} | {r['delta'] if r['delta'] is not None else '-'} | {r['chunk']} | "
-                  f"{r['nfe_per_image']:.1f} | {r['nfe_reduction']:.2f} | {r['agreement']:.3f} | {r['accuracy']:.3f} |"
-                  for r in result["replay"]]
+        lines += ["Stopping rules replayed over the full-N errors of each draw layout (the reference's for uniform t; "
+                  "same images, no denoiser call). Agreement is with the reference's full-N vote; \"own\" with the "
+                  "layout's own full-N vote. Antithetic rows of sequential rules carry no guarantee (pairs are "
+                  "dependent).", "",
+                  "| draws | rule | delta | chunk | NFE / image | NFE reduction | NFE p90 | class agreement | "
+                  "decision agreement @80 % | (own) | @55 % | accepted accuracy @80 % | accuracy |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.get('draws', 'uniform')} | {r['rule']}{'' if r.get('guarantee', True) else ' (no guarantee)'} | "
+                  f"{r['delta'] if r['delta'] is not None else '-'} | {r['chunk']} | {r['nfe_per_image']:.1f} | "
+                  f"{r['nfe_reduction']:.2f} | {r.get('nfe_p90', 0):.0f} | {r['agreement']:.3f} | "
+                  f"{r.get('decision_agreement_80', 0):.3f} | {r.get('own_decision_agreement_80', 0):.3f} | "
+                  f"{r.get('decision_agreement_55', 0):.3f} | {_pct(r.get('accepted_accuracy_80'))} | "
+                  f"{r['accuracy']:.3f} |" for r in result["replay"]]
+        lines.append("")
+    if result.get("wald_bound"):
+        lines += ["Wald's lower bound on the mean draws any rule at risk delta needs on these images' full-N vote shares "
+                  "(bench.bounds; independent votes, two classes):", "",
+                  "| delta | stops on | draws / image | NFE reduction at best |", "|---:|---|---:|---:|"]
+        lines += [f"| {r['delta']} | {r['stops on']} | {r['draws_per_image']:.1f} | {r['nfe_reduction']:.2f} |"
+                  for r in result["wald_bound"]]
         lines.append("")
     if result.get("ray"):
         lines += ["| Ray comparison | images/s | seconds |", "|---|---:|---:|"]

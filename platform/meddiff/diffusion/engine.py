@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from meddiff.diffusion.loss import time_input
-from meddiff.diffusion.noise import pair_noise
+from meddiff.diffusion.noise import UNIFORM, DrawScheme, pair_noise
 from meddiff.diffusion.schedule import ShiftedCosineSchedule, alpha_sigma
 from meddiff.diffusion.uncertainty import vote_entropy
 from meddiff.diffusion.vparam import diffuse, eps_from_v, v_target, x_from_v
@@ -38,6 +38,7 @@ class EngineSpec:
     max_batch: int = 256  # denoiser inputs per forward pass (images x draws x classes)
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
+    draws: DrawScheme = UNIFORM  # how an image's (t, noise) draws are laid out (``noise.DrawScheme``)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def pair_errors(
     """
     p, c = x.shape[0], spec.num_classes
     device = x.device
-    t, eps = pair_noise(img_seeds, draw_ids, tuple(x.shape[1:]), spec.t_min, spec.t_max, device)
+    t, eps = pair_noise(img_seeds, draw_ids, tuple(x.shape[1:]), spec.t_min, spec.t_max, device, spec.draws)
     logsnr = spec.schedule.logsnr(t)
     alpha, sigma = alpha_sigma(logsnr)
     z = diffuse(x, eps, alpha, sigma)

@@ -27,6 +27,30 @@
     M_l,j* to cross, a pair whose null is true; there are at most C - 1 such pairs, so P(stopping on a wrong class) <=
     delta. It needs fewer draws than the Wilson rule because it pays no Bonferroni factor for looks (on two classes:
     9 unanimous draws at delta = 0.01 against 19 for Wilson over 501 looks).
+``futility``: the ``mixture`` leader test at delta / 2, or, as "refer", once the image's vote shares are settled
+    inside the referral band: every share vector of a confidence sequence at delta / 2 has a normalised vote entropy
+    above the referral threshold (``score.referral``), so the image is referred whatever the final leader. The
+    confidence sequence is the Beta(1, 1)-mixture (Robbins 1970, "Statistical methods related to the law of the
+    iterated logarithm"; Howard, Ramdas, McAuliffe and Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic
+    confidence sequences", Ann. Statist.): for class c with k of n draws,
+        CS_n = {p : B(k + 1, n - k + 1) / (p^k (1 - p)^(n - k)) < 1 / delta_c},
+    a share p at which the mixture likelihood ratio, a non-negative martingale when p is the true share, has not
+    crossed 1 / delta_c; by Ville's inequality the true share leaves CS_n at some n with probability <= delta_c.
+    Two classes need one sequence (delta_c = delta / 2), C > 2 classes one per class (delta_c = delta / (2 C)). The
+    smallest entropy over the box of shares the sequences allow (intersected with the simplex) is at one of its
+    vertices (entropy is concave); the image stops as "refer" when that minimum exceeds the threshold. Guarantee:
+    P(stopping on a wrong leader, or stopping as "refer" while the limit shares' entropy is at or below the
+    threshold) <= delta / 2 + delta / 2 = delta, under continuous monitoring and any stopping time. An image that
+    stops on its leader is accepted or referred on its vote entropy so far, as with every other rule; how often that
+    matches the full-N decision is measured by the benchmark (``meddiff bench``: decision agreement). An image whose
+    limit share sits near the band's edge cannot have its accept / refer decision settled cheaply by any rule, so an
+    optional guard (``score.decision_z``) makes a leader stop also wait until the vote entropy is z standard errors
+    from the threshold: more draws, decisions closer to the full-N vote's, the same guarantee (waiting longer never
+    breaks an anytime-valid test).
+Stratified t (``noise.DrawScheme``) keeps the mixture guarantees when the looks fall on block boundaries: a block's
+draws are independent with vote probabilities p_1..p_K averaging the share p, and for a fixed mixing share q the
+likelihood ratio of the block is a product of K factors 1 + a_j with sum_j a_j <= 0 under the null, whose expectation
+is at most (1 + mean a_j)^K <= 1 (the AM-GM inequality), so the mixtures stay supermartingales at block ends.
 The sequential rules also stop when the exact rule does, and never go beyond N draws. Their guarantee is about the vote
 share's limit (the infinite-N vote); agreement with the finite-N vote is measured by the benchmark.
 """
@@ -34,6 +58,8 @@ share's limit (the infinite-N vote); agreement with the finite-N vote is measure
 from __future__ import annotations
 
 import importlib
+import inspect
+import itertools
 import math
 from typing import Callable
 
@@ -97,12 +123,14 @@ def looks(n_max: int, chunk: int) -> int:
     return max(1, math.ceil(n_max / max(1, chunk)))
 
 
-def no_early_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+def no_early_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int,
+                  refer_above: float | None = None, decision_z: float = 0.0) -> torch.Tensor:
     """``none``: every image runs to ``n_max`` draws."""
     return drawn >= n_max
 
 
-def exact_rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+def exact_rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int,
+               refer_above: float | None = None, decision_z: float = 0.0) -> torch.Tensor:
     """``exact``: the leader can no longer be caught (or ``n_max`` is reached)."""
     return exact_stop(votes, drawn, n_max)
 
@@ -111,9 +139,15 @@ def sequential(test):
     """A sequential rule stops when its test accepts the leader, and also whenever ``exact`` does (a single class
     always stops there: it has no rival to test against)."""
 
-    def rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int) -> torch.Tensor:
+    takes = set(inspect.signature(test).parameters) & {"refer_above", "decision_z"}
+
+    def rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int,
+             refer_above: float | None = None, decision_z: float = 0.0) -> torch.Tensor:
         stop = exact_stop(votes, drawn, n_max)
-        return stop if votes.shape[1] < 2 else stop | test(votes, drawn, n_max, delta, chunk)
+        if votes.shape[1] < 2:
+            return stop
+        extra = {k: v for k, v in (("refer_above", refer_above), ("decision_z", decision_z)) if k in takes}
+        return stop | test(votes, drawn, n_max, delta, chunk, **extra)
 
     rule.__doc__ = test.__doc__
     return rule
@@ -163,6 +197,110 @@ def mixture_stop_rule(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delt
     return mixture_stop(votes, delta)
 
 
+def beta_mixture_cs(k: np.ndarray, n: np.ndarray, delta: float, iters: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Beta(1, 1)-mixture confidence sequence of a binomial share after k successes in n trials (elementwise; module
+    docstring): the (lower, upper) ends of {p : log B(k + 1, n - k + 1) - k log p - (n - k) log(1 - p) < log(1 /
+    delta)}, found by bisection on each side of k / n, where the convex left-hand side is smallest."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    m = n - k
+    base = betaln(k + 1, m + 1)
+    bound = math.log(1 / delta)
+
+    def inside(p: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = base - np.where(k > 0, k * np.log(p), 0.0) - np.where(m > 0, m * np.log1p(-p), 0.0)
+        return val < bound
+
+    centre = np.divide(k, n, out=np.full_like(k, 0.5), where=n > 0)
+    ends = []
+    for edge in (0.0, 1.0):
+        # bisection between the centre (inside) and the edge (outside unless the edge itself is inside)
+        a, b = centre.copy(), np.full_like(centre, edge)
+        edge_in = inside(np.full_like(centre, edge))
+        for _ in range(iters):
+            mid = (a + b) / 2
+            ok = inside(mid)
+            a = np.where(ok, mid, a)
+            b = np.where(ok, b, mid)
+        ends.append(np.where(edge_in, edge, a))
+    return ends[0], ends[1]
+
+
+_VERTEX_LIMIT = 10  # classes up to which the smallest entropy over a box of shares is found exactly
+
+
+def min_box_entropy(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """[B, C] lower / upper bounds on the shares -> [B] the smallest normalised entropy of a share vector p with
+    lo <= p <= hi and sum(p) = 1 (-inf where none exists). Entropy is concave, so the minimum over this polytope is at
+    a vertex: every share but one at a bound, the last one fixing the sum. Beyond ``_VERTEX_LIMIT`` classes a cheaper
+    lower bound is used: the min-entropy -log(max hi) never exceeds the entropy."""
+    b, c = lo.shape
+    if c == 1:
+        return np.zeros(b)
+    if c > _VERTEX_LIMIT:
+        return -np.log(np.clip(hi.max(axis=1), 1e-300, 1.0)) / math.log(c)
+    best = np.full(b, np.inf)
+    tol = 1e-12
+    for free in range(c):
+        rest = [j for j in range(c) if j != free]
+        for corner in itertools.product((0, 1), repeat=c - 1):
+            p = np.empty((b, c))
+            for j, side in zip(rest, corner):
+                p[:, j] = hi[:, j] if side else lo[:, j]
+            p[:, free] = 1.0 - p[:, rest].sum(axis=1)
+            ok = (p[:, free] >= lo[:, free] - tol) & (p[:, free] <= hi[:, free] + tol)
+            q = np.clip(p, 0.0, 1.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1) / math.log(c)
+            best = np.where(ok, np.minimum(best, ent), best)
+    return np.where(np.isfinite(best), best, -np.inf)
+
+
+def refer_settled(votes: torch.Tensor, drawn: torch.Tensor, refer_above: float | None, delta: float) -> torch.Tensor:
+    """[B, C] votes after ``drawn`` [B] draws -> [B] bool: every share vector the confidence sequences at total risk
+    ``delta`` allow has a normalised vote entropy above ``refer_above`` (the image is referred whatever its limit).
+    A referral that refers everything has ``refer_above`` = -inf and settles at once."""
+    b, c = votes.shape
+    if refer_above is None:
+        raise ValueError("this stopping rule stops on the referral decision: it needs the referral threshold "
+                         "(refer_above; score.referral)")
+    k = votes.detach().cpu().double().numpy()
+    n = np.broadcast_to(drawn.detach().cpu().double().numpy()[:, None], k.shape)
+    per_class = delta if c == 2 else delta / c  # two classes: one share fixes the other, one sequence
+    lo, hi = beta_mixture_cs(k, n, per_class)
+    if c == 2:  # class 1's bounds follow from class 0's
+        lo = np.stack([lo[:, 0], 1 - hi[:, 0]], axis=1)
+        hi = np.stack([hi[:, 0], 1 - lo[:, 0]], axis=1)
+    return torch.from_numpy(min_box_entropy(lo, hi) > refer_above).to(votes.device)
+
+
+def entropy_clear_of(votes: torch.Tensor, drawn: torch.Tensor, threshold: float, z: float) -> torch.Tensor:
+    """[B, C] votes -> [B] bool: the normalised vote entropy so far lies at least ``z`` standard errors from
+    ``threshold`` (delta method: the entropy of n categorical draws has variance (sum_c p_c log^2 p_c - H^2) / n in
+    nats). Unanimous votes have standard error 0. A heuristic guard, not a confidence statement."""
+    n = drawn.to(torch.float64).clamp(min=1)
+    p = votes.to(torch.float64) / n[:, None]
+    logp = torch.log(p.clamp(min=1e-300))
+    h = -(p * logp).sum(1)
+    var = ((p * logp * logp).sum(1) - h * h).clamp(min=0) / n
+    c = votes.shape[1]
+    return (h / math.log(c) - threshold).abs() >= z * var.sqrt() / math.log(c)
+
+
+@sequential
+def futility_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, delta: float, chunk: int,
+                  refer_above: float | None = None, decision_z: float = 0.0) -> torch.Tensor:
+    """``futility``: the mixture leader test at delta / 2 (with ``decision_z`` > 0 it also waits until the vote
+    entropy is that many standard errors from the referral threshold), or the shares settled inside the referral band
+    at delta / 2."""
+    refer = refer_settled(votes, drawn, refer_above, delta / 2)
+    lead = mixture_stop(votes, delta / 2)
+    if decision_z > 0 and math.isfinite(refer_above):
+        lead &= entropy_clear_of(votes, drawn, refer_above, decision_z)
+    return lead | refer
+
+
 _TESTS: dict[str, Callable[..., torch.Tensor]] = {}
 
 
@@ -175,8 +313,10 @@ def _test(rule: str) -> Callable[..., torch.Tensor]:
 
 
 def should_stop(votes: torch.Tensor, drawn: torch.Tensor, n_max: int, rule: str, delta: float = 0.01,
-                chunk: int = 1) -> torch.Tensor:
+                chunk: int = 1, refer_above: float | None = None, decision_z: float = 0.0) -> torch.Tensor:
     """[B, C] votes, [B] draws so far -> [B] bool: the test of the stopping rule ``rule`` (``meddiff.rules``), and
     every image stops at ``n_max`` draws. ``chunk`` is how many draws are added between looks (for the Wilson union
-    bound over looks)."""
-    return (drawn >= n_max) | _test(rule)(votes, drawn, n_max, delta, chunk)
+    bound over looks); ``refer_above`` is the referral threshold on the normalised vote entropy, for the rules that
+    stop on the referral decision (``StoppingRule.uses_referral``), and ``decision_z`` their optional guard on the
+    accept / refer decision (``futility_stop``)."""
+    return (drawn >= n_max) | _test(rule)(votes, drawn, n_max, delta, chunk, refer_above, decision_z)

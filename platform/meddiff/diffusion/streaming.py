@@ -26,13 +26,17 @@ from meddiff.diffusion.uncertainty import vote_entropy
 @dataclass(frozen=True)
 class StreamSpec:
     """n_draws: the most draws an image may use (N). rule / delta: the stopping rule (``stopping.RULES``).
-    chunk: draws added per image between looks. slots: images in flight."""
+    chunk: draws added per image between looks. slots: images in flight. refer_above: the referral threshold on the
+    normalised vote entropy, for the rules that also stop on the referral decision (``futility``), and decision_z their
+    optional guard on that decision (``stopping.futility_stop``)."""
 
     n_draws: int
     rule: str = "none"
     delta: float = 0.01
     chunk: int = 8
     slots: int = 32
+    refer_above: float | None = None
+    decision_z: float = 0.0
 
 
 @dataclass
@@ -117,7 +121,8 @@ def stream_classify(
             start += k
         votes = torch.stack([s.votes for s in slots])
         drawn = torch.tensor([s.drawn for s in slots], device=votes.device)
-        done = should_stop(votes, drawn, stream.n_draws, stream.rule, stream.delta, stream.chunk).tolist()
+        done = should_stop(votes, drawn, stream.n_draws, stream.rule, stream.delta, stream.chunk,
+                           stream.refer_above, stream.decision_z).tolist()
         keep = []
         for s, d in zip(slots, done):
             if d:

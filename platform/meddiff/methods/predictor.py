@@ -17,12 +17,42 @@ import torch
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
 from meddiff.device import autocast_dtype, resolve_device, set_threads
-from meddiff.diffusion.streaming import ImageResult
+from meddiff.diffusion.engine import EngineSpec
+from meddiff.diffusion.noise import DrawScheme
+from meddiff.diffusion.streaming import ImageResult, StreamSpec
 from meddiff.diffusion.uncertainty import probability_entropy, vote_share
 from meddiff.models.baseline_model import BaselineModel
 from meddiff.provenance import code_version
-from meddiff.rules import classification_rule
+from meddiff.rules import classification_rule, stopping_rule
 from meddiff.results import schema as S
+
+
+def draw_scheme(cfg: ScoreConfig) -> DrawScheme:
+    """The layout of an image's draws that ``score.t_draws`` / ``strata`` / ``antithetic`` ask for."""
+    return DrawScheme(t_draws=cfg.t_draws, strata=cfg.strata, antithetic=cfg.antithetic)
+
+
+def engine_spec(cfg: ScoreConfig, device: torch.device, num_classes: int, schedule, time_kind: str,
+                channels_last: bool) -> EngineSpec:
+    """The engine settings of a diffusion-style predictor from its score config."""
+    return EngineSpec(num_classes=num_classes, schedule=schedule, time_kind=time_kind, error_target=cfg.error_target,
+                      t_min=cfg.t_min, t_max=cfg.t_max,
+                      max_batch=cfg.max_batch or (256 if device.type == "cpu" else 2048),
+                      autocast_dtype=autocast_dtype(device, cfg.precision), channels_last=channels_last,
+                      draws=draw_scheme(cfg))
+
+
+def stream_spec(cfg: ScoreConfig) -> StreamSpec:
+    """The early-exit settings from a score config; a rule that stops on the referral decision gets the threshold of
+    ``score.referral`` (a referral that refers everything: -inf, every image settles as refer at once)."""
+    refer_above = None
+    if stopping_rule(cfg.stopping).uses_referral:
+        from meddiff.results.referral import read_referral
+
+        threshold = read_referral(cfg.referral).threshold
+        refer_above = float("-inf") if threshold is None else float(threshold)
+    return StreamSpec(n_draws=cfg.n_draws, rule=cfg.stopping, delta=cfg.delta, chunk=cfg.chunk_draws,
+                      slots=cfg.batch_size, refer_above=refer_above, decision_z=cfg.decision_z)
 
 
 class Predictor:

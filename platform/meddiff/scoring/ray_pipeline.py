@@ -147,7 +147,7 @@ def score_with_ray(
 
     out_dir = Path(out_dir).expanduser().resolve()
     plan = plan_shards(limited_frame(manifest, cfg), out_dir, cfg.shard_size, settings=settings, log=log,
-                       verify=True)
+                       verify=True, min_shards=2 * ray_cfg.actors)
     start_meta(out_dir, results_meta(bundle_meta, manifest, cfg,
                                      {**(extra_meta or {}), **fingerprint_meta(plan, settings)}))
     pending = plan.pending()

@@ -121,8 +121,13 @@ def fresh_sibling(out_dir: str | Path, fingerprint: str) -> Path:
 
 def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
                 settings: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
-                verify: bool = False) -> ShardPlan:
+                verify: bool = False, min_shards: int = 1) -> ShardPlan:
     """Plan (or re-open the plan of) a results folder for the manifest rows in ``frame``.
+
+    A new plan cuts the rows into shards of at most ``shard_size`` rows and at least ``min_shards`` shards when there
+    are enough rows (a pool of A actors asks for 2 A, so no actor idles and the last shards balance the load); a
+    re-opened plan keeps the shard size it was made with (the shard size changes no score), so a job resumed with
+    another number of actors finishes the same shards.
 
     ``settings`` (``meddiff.scoring.fingerprint.result_settings``) are saved with the plan; re-opening a folder whose
     results were scored with other settings raises ``ResultsFolderInUse`` naming each differing setting. With
@@ -132,12 +137,16 @@ def plan_shards(frame: pd.DataFrame, out_dir: str | Path, shard_size: int,
     out_dir = Path(out_dir)
     ids = frame["id"].astype(str).tolist()
     fp = digest(settings) if settings is not None else ""
-    plan = ShardPlan(out_dir, shard_size, len(ids), _ids_digest(ids), fp)
     saved = _read_plan(out_dir)
+    if saved is not None and isinstance(saved.get("shard_size"), int) and saved["shard_size"] > 0:
+        shard_size = saved["shard_size"]
+    else:
+        shard_size = max(1, min(shard_size, -(-len(ids) // max(1, min_shards))))
+    plan = ShardPlan(out_dir, shard_size, len(ids), _ids_digest(ids), fp)
     if saved is not None:
-        if (saved["shard_size"], saved["num_rows"], saved["ids_sha256"]) != (shard_size, len(ids), plan.ids_sha256):
+        if (saved["num_rows"], saved["ids_sha256"]) != (len(ids), plan.ids_sha256):
             raise ResultsError(
-                f"{out_dir} holds results planned for {saved['num_rows']} other rows (or another shard size); "
+                f"{out_dir} holds results planned for {saved['num_rows']} other rows; "
                 f"score into a new folder, or delete it to start over"
             )
         old = saved.get("fingerprint")

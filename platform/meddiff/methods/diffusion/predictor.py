@@ -10,12 +10,11 @@ import torch
 
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
-from meddiff.device import autocast_dtype, resolve_device
-from meddiff.diffusion.engine import EngineSpec
+from meddiff.device import resolve_device
 from meddiff.diffusion.model import DiffusionModel, load_diffusion_model
 from meddiff.diffusion.noise import image_seed
-from meddiff.diffusion.streaming import StreamSpec, stream_classify
-from meddiff.methods.predictor import Predictor
+from meddiff.diffusion.streaming import stream_classify
+from meddiff.methods.predictor import Predictor, engine_spec, stream_spec
 from meddiff.provenance import code_version
 
 
@@ -30,19 +29,9 @@ class DiffusionPredictor(Predictor):
         self.device = device or resolve_device(cfg.device)
         self.model.denoiser.to(self.device).eval()
         self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
-        self.spec = EngineSpec(
-            num_classes=model.num_classes,
-            schedule=model.schedule,
-            time_kind=model.diffusion.time_input,
-            error_target=cfg.error_target,
-            t_min=cfg.t_min,
-            t_max=cfg.t_max,
-            max_batch=cfg.max_batch or (256 if self.device.type == "cpu" else 2048),
-            autocast_dtype=autocast_dtype(self.device, cfg.precision),
-            channels_last=self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last,
-        )
-        self.stream = StreamSpec(n_draws=cfg.n_draws, rule=cfg.stopping, delta=cfg.delta, chunk=cfg.chunk_draws,
-                                 slots=cfg.batch_size)
+        self.spec = engine_spec(cfg, self.device, model.num_classes, model.schedule, model.diffusion.time_input,
+                                self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last)
+        self.stream = stream_spec(cfg)
         if self.spec.channels_last:
             self.model.denoiser.to(memory_format=torch.channels_last)
         if cfg.compile:

@@ -17,14 +17,13 @@ import torch
 
 from meddiff.config import ScoreConfig
 from meddiff.data import ImageDecoder
-from meddiff.device import autocast_dtype, resolve_device
-from meddiff.diffusion.engine import EngineSpec
+from meddiff.device import resolve_device
 from meddiff.diffusion.noise import image_seed
-from meddiff.diffusion.streaming import StreamSpec, stream_classify
+from meddiff.diffusion.streaming import stream_classify
 from meddiff.methods.sd.engine import PromptUNetDenoiser
 from meddiff.methods.sd.model import KIND, SDModel, load_sd_model
 from meddiff.provenance import code_version
-from meddiff.methods.predictor import Predictor
+from meddiff.methods.predictor import Predictor, engine_spec, stream_spec
 
 
 class SDPredictor(Predictor):
@@ -41,19 +40,9 @@ class SDPredictor(Predictor):
         self.model.vae.eval()
         self.decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
         self.denoiser = PromptUNetDenoiser(model.unet, model.prompt_embeds, model.schedule, model.prediction_type)
-        self.spec = EngineSpec(
-            num_classes=model.num_classes,
-            schedule=model.schedule,
-            time_kind="logsnr",  # the adapter looks the DDPM timestep up from the log-SNR
-            error_target=cfg.error_target,
-            t_min=cfg.t_min,
-            t_max=cfg.t_max,
-            max_batch=cfg.max_batch or (256 if self.device.type == "cpu" else 2048),
-            autocast_dtype=autocast_dtype(self.device, cfg.precision),
-            channels_last=False,
-        )
-        self.stream = StreamSpec(n_draws=cfg.n_draws, rule=cfg.stopping, delta=cfg.delta, chunk=cfg.chunk_draws,
-                                 slots=cfg.batch_size)
+        # the adapter looks the DDPM timestep up from the log-SNR
+        self.spec = engine_spec(cfg, self.device, model.num_classes, model.schedule, "logsnr", channels_last=False)
+        self.stream = stream_spec(cfg)
         if cfg.compile:
             self.denoiser.unet = torch.compile(self.denoiser.unet)
         self._code_version = code_version()
