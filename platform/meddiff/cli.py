@@ -119,6 +119,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.scale:
         run_scale(args.out, sizes=tuple(args.scale_sizes))
+    elif args.kernels:
+        from meddiff.bench.kernels import run_kernels
+
+        run_kernels(args.checkpoint, args.out)
+        print(Path(args.out, "kernels.md").read_text())
+        return 0
     else:
         run_benchmark(args.checkpoint, args.out, n_images=args.images, n_draws=args.n_draws,
                       batch_size=args.batch_size, deltas=tuple(args.deltas), chunk=args.chunk,
@@ -389,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images for the Ray comparison (0: the same as --images); a longer job amortises actor start-up")
     p.add_argument("--scale", action="store_true", help="instead: Ray throughput and driver memory, 1k vs 10k images")
     p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
+    p.add_argument("--kernels", action="store_true",
+                   help="instead: fp32 vs bf16 autocast, channels-last and torch.compile for the checkpoint's denoiser")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="build a config's manifest and print rows per split x class, groups, metadata, leakage checks")

@@ -93,3 +93,18 @@ def test_small_benchmark_run(tiny_checkpoint, tmp_path):
         assert abs(replay[key]["agreement"] - v[name]["agreement"]) <= tied / 12 + 1e-4, name
         assert abs(replay[key]["decision_agreement_80"] - v[name]["decision_agreement_80"]) <= tied / 12 + 1e-4, name
     assert "near-tied draws" in (tmp_path / "bench.md").read_text()
+
+
+def test_kernel_options_are_timed_and_compared_with_fp32(tiny_checkpoint, tmp_path):
+    from meddiff.bench.kernels import run_kernels
+
+    out = run_kernels(tiny_checkpoint, tmp_path, n_images=4, n_draws=2, repeats=1,
+                      options=("fp32", "bf16 autocast", "channels-last"), log=lambda _line: None)
+    rows = {r["option"]: r for r in out["options"]}
+    assert set(rows) == {"fp32", "bf16 autocast", "channels-last"} and out["forwards"] == 4 * 2 * 2
+    assert rows["fp32"]["speedup_vs_fp32"] == 1.0 and rows["fp32"]["max_relative_error_change"] == 0.0
+    # bf16 changes the errors measurably; channels-last only by float rounding
+    assert rows["bf16 autocast"]["max_relative_error_change"] > 1e-4
+    assert rows["channels-last"]["max_relative_error_change"] < 1e-3
+    assert all(r["forwards_per_s"] > 0 and 0 <= r["vote_flips"] <= 1 for r in rows.values())
+    assert "| bf16 autocast |" in (tmp_path / "kernels.md").read_text()

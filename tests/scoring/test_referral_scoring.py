@@ -39,3 +39,37 @@ def test_score_with_referral_fills_the_decision(tiny_checkpoint, pneumonia_npz, 
     err = capsys.readouterr().err
     assert "another-model" in err and model_id in err and "referral.json" in err
     assert not (tmp_path / "res2").exists()
+
+
+def test_futility_stopping_refers_settled_images_early(tiny_checkpoint, pneumonia_npz, tmp_path, capsys):
+    """``--stopping futility`` reads the referral's threshold: every image stops where the rule allows (its leader
+    settled, or its shares settled inside the band the threshold refers), a futility stop is a referral, and the rule
+    is refused without a referral."""
+    import torch
+
+    from meddiff.diffusion.stopping import mixture_stop, refer_settled, should_stop
+
+    model_id = read_bundle(tiny_checkpoint).metadata["model_id"]
+    referral = tmp_path / "referral.json"
+    referral.write_text(json.dumps({"rule": "ltt", "alpha": 0.1, "delta": 0.05, "threshold": 0.5,
+                                    "model_id": model_id}))
+    res = tmp_path / "res"
+    assert main(["score", "--checkpoint", str(tiny_checkpoint), "--data", str(pneumonia_npz), "--out", str(res),
+                 "--n-draws", "101", "--limit", "16", "--stopping", "futility", "--referral", str(referral)]) == 0
+    ok = read_results(res)
+    ok = ok[ok[S.STATUS] == S.STATUS_OK]
+    assert len(ok) == 16
+    votes = torch.tensor(np.stack(ok[S.VOTES].to_numpy()).astype(np.int64))
+    drawn = torch.tensor(ok[S.N_DRAWS].to_numpy().astype(np.int64))
+    assert (votes.sum(1) == drawn).all() and (drawn <= 101).all() and ((drawn % 8 == 0) | (drawn == 101)).all()
+    # the rule allowed every stop
+    assert should_stop(votes, drawn, 101, "futility", 0.01, 8, refer_above=0.5).all()
+    by_futility = refer_settled(votes, drawn, 0.5, 0.005) & ~mixture_stop(votes, 0.005) & (drawn < 101)
+    assert by_futility.any(), "no image was referred early: the test data no longer exercises the rule"
+    assert set(ok[S.DECISION].to_numpy()[by_futility.numpy()]) == {"refer"}
+    assert (ok[S.UNCERTAINTY].to_numpy()[by_futility.numpy()] > 0.5).all()
+
+    capsys.readouterr()
+    assert main(["score", "--checkpoint", str(tiny_checkpoint), "--data", str(pneumonia_npz),
+                 "--out", str(tmp_path / "res2"), "--n-draws", "5", "--stopping", "futility"]) == 2
+    assert "needs score.referral" in capsys.readouterr().err

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from meddiff.diffusion.uncertainty import band_edge
+
 
 def kl_bernoulli(p: float, q: float) -> float:
     """KL(Bernoulli(p) || Bernoulli(q)) in nats."""
@@ -25,20 +27,6 @@ def kl_bernoulli(p: float, q: float) -> float:
     if p < 1:
         out += (1 - p) * math.log((1 - p) / (1 - q))
     return out
-
-
-def band_edge(threshold: float) -> float:
-    """The share p >= 1/2 whose two-class normalised vote entropy is ``threshold`` (refer above it)."""
-    if threshold >= 1:
-        return 0.5
-    if threshold <= 0:
-        return 1.0
-    lo, hi = 0.5, 1.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        h = -(mid * math.log2(mid) + (1 - mid) * math.log2(1 - mid))
-        lo, hi = (mid, hi) if h > threshold else (lo, mid)
-    return (lo + hi) / 2
 
 
 def wald_draws(shares: np.ndarray, delta: float, n_max: int, refer_above: float | None = None) -> np.ndarray:

@@ -152,6 +152,21 @@ def _stratified(frame, n: int, seed: int = 0):
     return pd.concat(picked).sort_values("id").reset_index(drop=True)
 
 
+def bench_images(model, n_images: int, split: str = "test"):
+    """The checkpoint's manifest, ``n_images`` class-balanced rows of ``split`` (seeded) and their model-space inputs on
+    the model's device."""
+    from meddiff.data import ImageDecoder
+    from meddiff.scoring.local import checkpoint_manifest
+
+    device = next(model.denoiser.parameters()).device
+    cfg = config_from_json(model.metadata["config"])
+    manifest = checkpoint_manifest(model.metadata, cfg.data, split)
+    frame = _stratified(manifest.frame, min(n_images, len(manifest)))
+    decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
+    pixels = torch.stack([decoder.decode_row(r) for r in frame.to_dict("records")])
+    return manifest, frame, model.to_model_space(pixels).to(device)
+
+
 def run_benchmark(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -169,19 +184,11 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every variant on ``n_images`` images of ``split`` of the checkpoint's data; write bench.json / bench.md."""
-    from meddiff.data import ImageDecoder
-    from meddiff.scoring.local import checkpoint_manifest
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_diffusion_model(checkpoint)
     device = next(model.denoiser.parameters()).device
-    cfg = config_from_json(model.metadata["config"])
-    manifest = checkpoint_manifest(model.metadata, cfg.data, split)
-    frame = _stratified(manifest.frame, min(n_images, len(manifest)))
-    decoder = ImageDecoder.for_model(model.image_size, model.channels, model.metadata)
-    pixels = torch.stack([decoder.decode_row(r) for r in frame.to_dict("records")])
-    x = model.to_model_space(pixels).to(device)
+    manifest, frame, x = bench_images(model, n_images, split)
     y = frame["label"].to_numpy()
     ids = frame["id"].astype(str).tolist()
     seeds = [image_seed(0, i) for i in ids]

@@ -28,19 +28,23 @@
     delta. It needs fewer draws than the Wilson rule because it pays no Bonferroni factor for looks (on two classes:
     9 unanimous draws at delta = 0.01 against 19 for Wilson over 501 looks).
 ``futility``: the ``mixture`` leader test at delta / 2, or, as "refer", once the image's vote shares are settled
-    inside the referral band: every share vector of a confidence sequence at delta / 2 has a normalised vote entropy
-    above the referral threshold (``score.referral``), so the image is referred whatever the final leader. The
-    confidence sequence is the Beta(1, 1)-mixture (Robbins 1970, "Statistical methods related to the law of the
-    iterated logarithm"; Howard, Ramdas, McAuliffe and Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic
-    confidence sequences", Ann. Statist.): for class c with k of n draws,
-        CS_n = {p : B(k + 1, n - k + 1) / (p^k (1 - p)^(n - k)) < 1 / delta_c},
-    a share p at which the mixture likelihood ratio, a non-negative martingale when p is the true share, has not
-    crossed 1 / delta_c; by Ville's inequality the true share leaves CS_n at some n with probability <= delta_c.
-    Two classes need one sequence (delta_c = delta / 2), C > 2 classes one per class (delta_c = delta / (2 C)). The
-    smallest entropy over the box of shares the sequences allow (intersected with the simplex) is at one of its
-    vertices (entropy is concave); the image stops as "refer" when that minimum exceeds the threshold. Guarantee:
-    P(stopping on a wrong leader, or stopping as "refer" while the limit shares' entropy is at or below the
-    threshold) <= delta / 2 + delta / 2 = delta, under continuous monitoring and any stopping time. An image that
+    inside the referral band, the shares whose normalised vote entropy is above the referral threshold
+    (``score.referral``), so that the image is referred whatever its final leader. Two classes: the band is the
+    interval (e1, e2) of class-0 shares around 1/2 (``uncertainty.band_edge``), and the image is settled inside it
+    when two one-sided mixture tests at delta / 2 reject "share >= e2" and "share <= e1". Each is the likelihood
+    ratio against its boundary mixed over a uniform prior on the band, a non-negative supermartingale under its null
+    (the construction of the ``mixture`` rule with the prior moved to where the shares of referred images lie; Robbins
+    1970, "Statistical methods related to the law of the iterated logarithm", Ann. Math. Statist.); the share cannot
+    be on both sides, so wrongly settling inside the band has probability <= delta / 2. C > 2 classes: one
+    Beta(1, 1)-mixture confidence sequence per class at delta / (2 C) (Howard, Ramdas, McAuliffe and Sekhon 2021,
+    "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist.),
+        CS_n = {p : B(k + 1, n - k + 1) / (p^k (1 - p)^(n - k)) < 2 C / delta},
+    and the image is settled when every share vector of the box they allow (intersected with the simplex) has an
+    entropy above the threshold; the smallest entropy over that polytope is at a vertex (entropy is concave).
+    Guarantee: P(stopping on a wrong leader, or stopping as "refer" while the limit shares' entropy is at or below the
+    threshold) <= delta / 2 + delta / 2 = delta, under continuous monitoring and any stopping time. At an exact tie
+    any leader is wrong and both directions of the leader test can err, each with probability <= delta / 2 (its
+    threshold is (C - 1) / (delta / 2)), so again at most delta, while a stop as "refer" is right there. An image that
     stops on its leader is accepted or referred on its vote entropy so far, as with every other rule; how often that
     matches the full-N decision is measured by the benchmark (``meddiff bench``: decision agreement). An image whose
     limit share sits near the band's edge cannot have its accept / refer decision settled cheaply by any rule, so an
@@ -68,6 +72,7 @@ import torch
 from scipy.special import betainc, betaln
 from scipy.stats import norm
 
+from meddiff.diffusion.uncertainty import band_edge
 from meddiff.rules import STOPPING_RULES, stopping_rule
 
 RULES = tuple(STOPPING_RULES)  # the names, in the registry's order (``meddiff.rules``)
@@ -257,21 +262,50 @@ def min_box_entropy(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(best), best, -np.inf)
 
 
+def log_beta_integral(k: np.ndarray, m: np.ndarray, a: float, b: float) -> np.ndarray:
+    """log of the integral of q^k (1 - q)^m over [a, b] (elementwise; -inf where it underflows), through the
+    regularised incomplete beta function, taking the difference on the side where it does not cancel."""
+    lower, upper = betainc(k + 1, m + 1, a), betainc(k + 1, m + 1, b)
+    diff = np.where(lower > 0.5, betainc(m + 1, k + 1, 1 - a) - betainc(m + 1, k + 1, 1 - b), upper - lower)
+    with np.errstate(divide="ignore"):
+        return betaln(k + 1, m + 1) + np.log(np.maximum(diff, 0.0))
+
+
+def band_tests_settled(k: np.ndarray, m: np.ndarray, e1: float, e2: float, delta: float) -> np.ndarray:
+    """Two classes, k and m votes: both one-sided mixture tests at ``delta`` reject, "the class-0 share is >= e2" and
+    "it is <= e1", so the share lies inside the band (e1, e2). Each mixes the likelihood ratio against its boundary
+    over a uniform prior on the band (e1, e2): every component q < e2 makes a non-negative supermartingale when the
+    share is >= e2 (and q > e1 when it is <= e1), so by Ville's inequality each test errs with probability <= delta,
+    and since the share cannot be on both sides, so does their conjunction."""
+    if not e1 < e2:
+        return np.zeros(k.shape, dtype=bool)
+    log_mix = log_beta_integral(k, m, e1, e2) - math.log(e2 - e1)
+    bound = math.log(1 / delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below_upper = log_mix - k * math.log(e2) - m * math.log1p(-e2) >= bound
+        above_lower = log_mix - k * math.log(e1) - m * math.log1p(-e1) >= bound
+    return below_upper & above_lower
+
+
 def refer_settled(votes: torch.Tensor, drawn: torch.Tensor, refer_above: float | None, delta: float) -> torch.Tensor:
-    """[B, C] votes after ``drawn`` [B] draws -> [B] bool: every share vector the confidence sequences at total risk
-    ``delta`` allow has a normalised vote entropy above ``refer_above`` (the image is referred whatever its limit).
-    A referral that refers everything has ``refer_above`` = -inf and settles at once."""
+    """[B, C] votes after ``drawn`` [B] draws -> [B] bool: the image is settled inside the referral band, i.e. referred
+    whatever its limit, at risk ``delta``. Two classes: the two one-sided band tests (``band_tests_settled``); more
+    classes: every share vector the per-class confidence sequences allow has a normalised vote entropy above
+    ``refer_above``. A referral that refers everything has ``refer_above`` = -inf and settles at once."""
     b, c = votes.shape
     if refer_above is None:
         raise ValueError("this stopping rule stops on the referral decision: it needs the referral threshold "
                          "(refer_above; score.referral)")
+    if not math.isfinite(refer_above):
+        return torch.full((b,), refer_above < 0, dtype=torch.bool, device=votes.device)
+    if c == 2:
+        e2 = band_edge(refer_above)
+        k = votes[:, 0].detach().cpu().double().numpy()
+        m = votes[:, 1].detach().cpu().double().numpy()
+        return torch.from_numpy(band_tests_settled(k, m, 1 - e2, e2, delta)).to(votes.device)
     k = votes.detach().cpu().double().numpy()
     n = np.broadcast_to(drawn.detach().cpu().double().numpy()[:, None], k.shape)
-    per_class = delta if c == 2 else delta / c  # two classes: one share fixes the other, one sequence
-    lo, hi = beta_mixture_cs(k, n, per_class)
-    if c == 2:  # class 1's bounds follow from class 0's
-        lo = np.stack([lo[:, 0], 1 - hi[:, 0]], axis=1)
-        hi = np.stack([hi[:, 0], 1 - lo[:, 0]], axis=1)
+    lo, hi = beta_mixture_cs(k, n, delta / c)
     return torch.from_numpy(min_box_entropy(lo, hi) > refer_above).to(votes.device)
 
 

@@ -37,3 +37,19 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     ent = -(logp.exp() * logp).sum(dim=-1)
     c = logits.shape[-1]
     return ent / math.log(c) if c > 1 else torch.zeros_like(ent)
+
+
+def band_edge(threshold: float) -> float:
+    """Two classes: the share p >= 1/2 whose normalised vote entropy is ``threshold``. An image is referred (entropy
+    above the threshold) exactly when its class-0 share lies in (1 - p, p); 1/2 when nothing is referred
+    (threshold >= 1), 1 when everything but unanimous votes is."""
+    if threshold >= 1:
+        return 0.5
+    if threshold <= 0:
+        return 1.0
+    lo, hi = 0.5, 1.0
+    for _ in range(80):  # bisection: the binary entropy falls from 1 to 0 on [1/2, 1]
+        mid = (lo + hi) / 2
+        h = -(mid * math.log2(mid) + (1 - mid) * math.log2(1 - mid))
+        lo, hi = (mid, hi) if h > threshold else (lo, mid)
+    return (lo + hi) / 2
