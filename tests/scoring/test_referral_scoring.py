@@ -13,11 +13,15 @@ from meddiff.results import schema as S
 from meddiff.results.store import read_meta, read_results
 
 
+def _referral(path, model_id, threshold=0.5):
+    path.write_text(json.dumps({"rule": "ltt", "alpha": 0.1, "delta": 0.05, "threshold": threshold,
+                                "model_id": model_id}))
+    return path
+
+
 def test_score_with_referral_fills_the_decision(tiny_checkpoint, pneumonia_npz, tmp_path, capsys):
     model_id = read_bundle(tiny_checkpoint).metadata["model_id"]
-    referral = tmp_path / "referral.json"
-    referral.write_text(json.dumps({"rule": "ltt", "alpha": 0.1, "delta": 0.05, "threshold": 0.5,
-                                    "model_id": model_id}))
+    referral = _referral(tmp_path / "referral.json", model_id)
     res = tmp_path / "res"
     assert main(["score", "--checkpoint", str(tiny_checkpoint), "--data", str(pneumonia_npz), "--out", str(res),
                  "--n-draws", "5", "--limit", "10", "--referral", str(referral)]) == 0
@@ -31,8 +35,7 @@ def test_score_with_referral_fills_the_decision(tiny_checkpoint, pneumonia_npz, 
     assert np.allclose(ok[S.RISK_DELTA], 0.05)
     assert read_meta(res)["referral"]["threshold"] == 0.5 and read_meta(res)["referral"]["model_id"] == model_id
 
-    referral.write_text(json.dumps({"rule": "ltt", "alpha": 0.1, "delta": 0.05, "threshold": 0.5,
-                                    "model_id": "another-model"}))
+    _referral(referral, "another-model")
     capsys.readouterr()
     assert main(["score", "--checkpoint", str(tiny_checkpoint), "--data", str(pneumonia_npz),
                  "--out", str(tmp_path / "res2"), "--n-draws", "5", "--limit", "4", "--referral", str(referral)]) == 2
@@ -49,10 +52,7 @@ def test_futility_stopping_refers_settled_images_early(tiny_checkpoint, pneumoni
 
     from meddiff.diffusion.stopping import mixture_stop, refer_settled, should_stop
 
-    model_id = read_bundle(tiny_checkpoint).metadata["model_id"]
-    referral = tmp_path / "referral.json"
-    referral.write_text(json.dumps({"rule": "ltt", "alpha": 0.1, "delta": 0.05, "threshold": 0.5,
-                                    "model_id": model_id}))
+    referral = _referral(tmp_path / "referral.json", read_bundle(tiny_checkpoint).metadata["model_id"])
     res = tmp_path / "res"
     assert main(["score", "--checkpoint", str(tiny_checkpoint), "--data", str(pneumonia_npz), "--out", str(res),
                  "--n-draws", "101", "--limit", "16", "--stopping", "futility", "--referral", str(referral)]) == 0
