@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_benchmark(args.checkpoint, args.out, n_images=args.images, n_draws=args.n_draws,
                       batch_size=args.batch_size, deltas=tuple(args.deltas), chunk=args.chunk,
                       ray_actors=tuple(args.ray_actors), ray_n_draws=args.ray_n_draws,
-                      ray_images=args.ray_images, decision_zs=tuple(args.decision_z))
+                      ray_images=args.ray_images, decision_zs=tuple(args.decision_z), skip=tuple(args.skip))
     print(Path(args.out, "bench.md").read_text())
     return 0
 
@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (reference) / in flight (engine)")
     p.add_argument("--chunk", type=int, default=8, help="draws per image between early-exit checks")
     p.add_argument("--deltas", type=float, nargs="*", default=[0.05, 0.01], help="risks of the sequential rule")
+    p.add_argument("--skip", nargs="*", default=[], metavar="VARIANT",
+                   help="variants to leave out, by name (e.g. 'engine, antithetic noise' exact)")
     p.add_argument("--decision-z", type=float, nargs="*", default=[2.0],
                    help="guards of the futility rule's accept / refer decision to measure (score.decision_z)")
     p.add_argument("--ray-actors", type=int, nargs="*", default=[1, 2], help="Ray pool sizes to compare (none: skip)")

@@ -99,12 +99,24 @@ def test_kernel_options_are_timed_and_compared_with_fp32(tiny_checkpoint, tmp_pa
     from meddiff.bench.kernels import run_kernels
 
     out = run_kernels(tiny_checkpoint, tmp_path, n_images=4, n_draws=2, repeats=1,
-                      options=("fp32", "bf16 autocast", "channels-last"), log=lambda _line: None)
+                      options=("fp32", "bf16 autocast", "channels-last"), widths=(4,), log=lambda _line: None)
     rows = {r["option"]: r for r in out["options"]}
-    assert set(rows) == {"fp32", "bf16 autocast", "channels-last"} and out["forwards"] == 4 * 2 * 2
+    assert set(rows) == {"fp32", "bf16 autocast", "channels-last", "fp32, width 4"} and out["forwards"] == 4 * 2 * 2
+    assert rows["fp32, width 4"]["max_relative_error_change"] < 1e-3 and rows["fp32, width 4"]["width"] == 4
     assert rows["fp32"]["speedup_vs_fp32"] == 1.0 and rows["fp32"]["max_relative_error_change"] == 0.0
     # bf16 changes the errors measurably; channels-last only by float rounding
     assert rows["bf16 autocast"]["max_relative_error_change"] > 1e-4
     assert rows["channels-last"]["max_relative_error_change"] < 1e-3
     assert all(r["forwards_per_s"] > 0 and 0 <= r["vote_flips"] <= 1 for r in rows.values())
     assert "| bf16 autocast |" in (tmp_path / "kernels.md").read_text()
+
+
+def test_skipped_variants_are_left_out(tiny_checkpoint, tmp_path):
+    keep = {"reference", "futility@0.05"}
+    skip = ("engine", "engine, stratified t", "engine, antithetic noise", "exact", "wilson@0.05", "hoeffding@0.01",
+            "mixture@0.05", "mixture@0.05 every draw", "wilson_per_look@0.05", "futility@0.05 every draw",
+            "futility@0.05, decision_z 2", "mixture@0.05, stratified t", "futility@0.05, stratified t")
+    out = run_benchmark(tiny_checkpoint, tmp_path, n_images=4, n_draws=9, batch_size=4, deltas=(0.05,), chunk=3,
+                        replay_chunks=(3,), ray_actors=(), skip=skip, log=lambda _line: None)
+    assert {v["name"] for v in out["variants"]} == keep
+    assert {r["draws"] for r in out["replay"]} == {"uniform"}  # no other layout was scored at full N

@@ -177,13 +177,15 @@ def run_benchmark(
     chunk: int = 8,
     replay_chunks: tuple[int, ...] = (1, 2, 4, 8, 16),
     decision_zs: tuple[float, ...] = (2.0,),
+    skip: tuple[str, ...] = (),
     ray_actors: tuple[int, ...] = (1, 2),
     ray_n_draws: int = 51,
     ray_images: int = 0,
     split: str = "test",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every variant on ``n_images`` images of ``split`` of the checkpoint's data; write bench.json / bench.md."""
+    """Run every variant on ``n_images`` images of ``split`` of the checkpoint's data (but those named in ``skip``);
+    write bench.json / bench.md."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_diffusion_model(checkpoint)
@@ -261,6 +263,7 @@ def run_benchmark(
     runs += [(f"mixture@{d}, stratified t", "mixture", d, chunk, batch_size, stratified) for d in deltas]
     runs += [(f"futility@{d}, stratified t", "futility", d, chunk, batch_size, stratified) for d in deltas]
     full_errors = {"uniform": ref_errors}
+    runs = [r for r in runs if r[0] not in skip]
     for name, rule, delta, k, slots, scheme, *guard in runs:
         stream = StreamSpec(n_draws=n_draws, rule=rule, delta=delta, chunk=k, slots=slots,
                             refer_above=refer_above if rule == "futility" else None,
