@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "train": 3,
     "methods": 4,  # the interfaces (predictor, explainer) and the package that discovers the method packages
     "methods.*": 4,
-    **dict.fromkeys(["scoring", "explain", "serving", "report", "bench", "cv"], 5),
+    **dict.fromkeys(["scoring", "explain", "serving", "report", "bench", "cv", "sizing"], 5),
     **dict.fromkeys(["cli", "demo", "submit", "dashboard_server", "__main__"], 6),
 }
 METHODS_LAYER = 4
