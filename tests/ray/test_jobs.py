@@ -59,3 +59,22 @@ def test_submitted_score_job_succeeds_and_its_parquet_reads_back(job_server, tin
     df = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("shard-*.parquet")))
     assert len(df) == 24 and df[S.IMAGE_ID].is_unique and (df[S.STATUS] == "ok").all()
     assert any("vote: accuracy" in line for line in lines)  # the job's own summary, from its logs
+
+
+def test_submitted_gpu_check_runs_its_cpu_mode_in_a_ray_task(job_server, tmp_path):
+    """jobs/gpu_check.py --ray as a Ray job: the check runs in a task (one GPU when the cluster has one; none here, so
+    one CPU and the CPU mode) and the driver writes its JSON (tests/bench/test_gpu_check.py checks its contents)."""
+    import json
+
+    from meddiff.submit import submit
+
+    out = tmp_path / "gpu_check.json"
+    lines: list[str] = []
+    _, status = submit(job_server, ["python", "jobs/gpu_check.py", "--ray", "--rules", "futility", "--min-agreement", "0",
+                                   "--out", str(out)],
+                       working_dir=REPO, wait=True, timeout_s=600, log=lines.append)
+    assert status == "SUCCEEDED", "\n".join(lines)  # --min-agreement 0: the exit code says the run went through
+    result = json.loads(out.read_text())
+    assert result["mode"] == "cpu" and [v["name"] for v in result["variants"]][-2:] == ["futility@0.01, fp32",
+                                                                                         "futility@0.01, bf16"]
+    assert any("Ray task with {'num_cpus': 1} (cluster GPUs: 0)" in line for line in lines)
