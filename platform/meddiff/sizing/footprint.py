@@ -28,6 +28,7 @@ Conventions:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def _storage_key(t: torch.Tensor) -> tuple:
     return (t.device.type, s._cdata)
 
 
+@contextmanager
+def _requiring_grad(model: nn.Module):
+    """Every parameter requires grad inside (a frozen network is sized as if trained; MemTracker hooks every
+    parameter's gradient), restored after."""
+    was = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), was):
+            p.requires_grad_(flag)
+
+
 def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``model(*inputs)`` (each storage
     once; parameters and buffers excluded)."""
@@ -65,14 +79,8 @@ def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
             seen[key] = t.untyped_storage().nbytes()
         return t
 
-    was = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)  # a frozen network saves nothing; size it as if trained
-    try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(*inputs)
-    finally:
-        for p, flag in zip(model.parameters(), was):
-            p.requires_grad_(flag)
+    with _requiring_grad(model), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(*inputs)
     return sum(seen.values())
 
 
@@ -83,7 +91,7 @@ def inference_peak_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> 
 
     tracker = MemTracker()
     tracker.track_external(model)
-    with tracker, torch.no_grad():
+    with _requiring_grad(model), tracker, torch.no_grad():
         model(*inputs)
     peak = tracker.get_tracker_snapshot("peak")
     device = inputs[0].device
@@ -116,28 +124,49 @@ class Footprint:
 
 
 def _linear(measure, model: nn.Module, inputs1, inputs2) -> tuple[int, int]:
+    """(per image, fixed) from batches 1 and 2; a negative fixed part (a layer whose buffers grow faster than the batch
+    between 1 and 2) is taken as 0, which over-states bytes(B) by at most that much."""
     one, two = measure(model, inputs1), measure(model, inputs2)
     per_image = two - one
-    return per_image, one - per_image
+    return per_image, max(one - per_image, 0)
 
 
 def _cast(inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
 
 
+def _to_dtype(model: nn.Module, dtype: torch.dtype) -> None:
+    import logging
+
+    # diffusers warns on every .to(dtype) of a model that lists float32-only modules (none of ours do)
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        model.to(dtype)
+    finally:
+        log.setLevel(level)
+
+
 def measure_network(model: nn.Module, inputs, trained: bool = True, train_forwards: float = 1.0,
                     score_forwards: float = 1.0, dtype: torch.dtype = torch.float32, device: torch.device | str = "meta",
                     note: str = "") -> Footprint:
-    """The Footprint of ``model`` (``inputs``: (batch, device) -> tensors of one forward)."""
+    """The Footprint of ``model`` (``inputs``: (batch, device) -> tensors of one forward), measured on ``device``
+    (``meta`` or ``cpu``: the model must be there). The model is cast to ``dtype`` for the activation measures and
+    cast back afterwards (lossless on meta; on CPU a bf16 round trip rounds float32 weights)."""
     params = list(model.parameters())
     n = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad) if trained else 0
     weight_bytes = sum(p.numel() * 4 for p in params) + sum(b.numel() * b.element_size() for b in model.buffers())
     flops = flops_per_forward(model, inputs(1, device))
-    model = model.to(dtype)
-    x1, x2 = _cast(inputs(1, device), dtype), _cast(inputs(2, device), dtype)
-    train_img, train_fixed = _linear(saved_bytes, model, x1, x2)
-    infer_img, infer_fixed = _linear(inference_peak_bytes, model, x1, x2)
+    original = params[0].dtype if params else torch.float32
+    _to_dtype(model, dtype)
+    try:
+        x1, x2 = _cast(inputs(1, device), dtype), _cast(inputs(2, device), dtype)
+        train_img, train_fixed = _linear(saved_bytes, model, x1, x2)
+        infer_img, infer_fixed = _linear(inference_peak_bytes, model, x1, x2)
+    finally:
+        _to_dtype(model, original)
     return Footprint(n, trainable, weight_bytes, flops, train_img, train_fixed, infer_img, infer_fixed, trained,
                      train_forwards, score_forwards, str(dtype).removeprefix("torch."), note)
 
