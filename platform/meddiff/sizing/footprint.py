@@ -16,9 +16,13 @@ Conventions:
   allocates, from ``torch.distributed._tools.mem_tracker.MemTracker`` (a dispatch mode that tracks every storage;
   it works on CPU and on ``meta``), parameters and buffers excluded.
   Both memory measures give identical bytes on CPU and on ``meta`` for the same shapes and dtypes (checked in
-  tests/sizing/test_footprint.py), so the default is ``meta``; attention is the exception to keep in mind: on meta and
-  CPU scaled-dot-product attention may keep the [B, heads, L, L] score matrix that a CUDA flash kernel never writes,
-  so the inference peak of attention-heavy networks is an upper bound.
+  tests/sizing/test_footprint.py), so the default is ``meta``. Attention is the one place where the device changes
+  what is stored: on meta, ``scaled_dot_product_attention`` falls back to the math path, which materialises and saves
+  the [B, heads, L, L] scores, while the fused kernels a GPU (and the CPU) runs save only q, k, v, the output and the
+  [B, heads, L] log-sum-exp. The memory measures therefore run attention through the fused CPU kernel's op
+  (``fused_attention``; it has a meta implementation), so the bytes are what a flash kernel keeps. FLOPs are counted
+  on the math path (QK^T and AV: 4 B heads L^2 d), the same formula torch's counter has for the flash kernels; on CPU
+  the counter has no formula for the CPU flash kernel and would miss attention, one more reason to count on meta.
 - Per image: measured at batch 1 and 2 and extrapolated linearly (bytes(B) = fixed + B x per_image; both measures are
   linear in the batch for these networks, the fixed part is e.g. embeddings shared by the batch).
 - Precision: measured with the network and inputs in the config's training / scoring precision (bf16 -> bfloat16
@@ -67,6 +71,35 @@ def _requiring_grad(model: nn.Module):
             p.requires_grad_(flag)
 
 
+_FUSED_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError)
+
+
+@contextmanager
+def fused_attention():
+    """Inside, ``F.scaled_dot_product_attention`` on meta tensors runs the fused (flash) CPU kernel's op instead of
+    the math fallback: it saves q, k, v, the output and the log-sum-exp, as the CUDA flash kernel does. Calls the op
+    cannot take (e.g. grouped-query attention) keep the original path."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if query.device.type == "meta" and not kwargs and query.dim() == 4:
+            try:
+                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+            except _FUSED_ERRORS:
+                pass
+        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, **kwargs)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``model(*inputs)`` (each storage
     once; parameters and buffers excluded)."""
@@ -79,7 +112,8 @@ def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
             seen[key] = t.untyped_storage().nbytes()
         return t
 
-    with _requiring_grad(model), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with (_requiring_grad(model), fused_attention(), torch.enable_grad(),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
         model(*inputs)
     return sum(seen.values())
 
@@ -91,7 +125,7 @@ def inference_peak_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> 
 
     tracker = MemTracker()
     tracker.track_external(model)
-    with _requiring_grad(model), tracker, torch.no_grad():
+    with _requiring_grad(model), fused_attention(), tracker, torch.no_grad():
         model(*inputs)
     peak = tracker.get_tracker_snapshot("peak")
     device = inputs[0].device
