@@ -138,7 +138,7 @@ class Footprint:
     """One network at full size. Bytes are bytes; FLOPs per forward of one image; per-image activation bytes
     extrapolated from batches 1 and 2 (``*_fixed``: the part independent of the batch).
 
-    trained / train_forwards / score_forwards: from the method (``meddiff.methods.sizing.SizedNetwork``).
+    trained / train_forwards / score_forwards / ema: from the method (``meddiff.methods.sizing.SizedNetwork``).
     dtype: the precision activations were measured in.
     """
 
@@ -153,6 +153,7 @@ class Footprint:
     trained: bool
     train_forwards: float
     score_forwards: float
+    ema: bool
     dtype: str
     note: str = ""
 
@@ -183,8 +184,8 @@ def _to_dtype(model: nn.Module, dtype: torch.dtype) -> None:
 
 
 def measure_network(model: nn.Module, inputs, trained: bool = True, train_forwards: float = 1.0,
-                    score_forwards: float = 1.0, dtype: torch.dtype = torch.float32, device: torch.device | str = "meta",
-                    note: str = "") -> Footprint:
+                    score_forwards: float = 1.0, ema: bool = False, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "meta", note: str = "") -> Footprint:
     """The Footprint of ``model`` (``inputs``: (batch, device) -> tensors of one forward), measured on ``device``
     (``meta`` or ``cpu``: the model must be there). The model is cast to ``dtype`` for the activation measures and
     cast back afterwards (lossless on meta; on CPU a bf16 round trip rounds float32 weights)."""
@@ -202,12 +203,13 @@ def measure_network(model: nn.Module, inputs, trained: bool = True, train_forwar
     finally:
         _to_dtype(model, original)
     return Footprint(n, trainable, weight_bytes, flops, train_img, train_fixed, infer_img, infer_fixed, trained,
-                     train_forwards, score_forwards, str(dtype).removeprefix("torch."), note)
+                     train_forwards, score_forwards, ema, str(dtype).removeprefix("torch."), note)
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """The activation dtype a config's ``precision`` runs in on a GPU (bf16 -> bfloat16, else float32)."""
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    """The activation dtype a config's ``precision`` runs in on a GPU (bf16 and auto -> bfloat16, as
+    ``device.autocast_dtype`` on CUDA; fp32 -> float32)."""
+    return torch.float32 if precision == "fp32" else torch.bfloat16
 
 
 def footprint(cfg: ExperimentConfig | str | Path, device: torch.device | str = "meta",
@@ -225,5 +227,5 @@ def footprint(cfg: ExperimentConfig | str | Path, device: torch.device | str = "
     out = {}
     for name, sized in full_size(cfg, device, config_dir).items():
         out[name] = measure_network(sized.module, sized.inputs, sized.trained, sized.train_forwards,
-                                    sized.score_forwards, dtype, device, sized.note)
+                                    sized.score_forwards, sized.ema, dtype, device, sized.note)
     return out

@@ -87,7 +87,7 @@ def full_size(cfg: ExperimentConfig, num_classes: int, device, config_dir: Path 
                                         score_forwards=passes,
                                         note=f"{source}; features extracted once per run ({extract} pass(es) per "
                                              f"training image)"),
-        "head": SizedNetwork(head, head_inputs, trained=True, train_forwards=1, score_forwards=1,
+        "head": SizedNetwork(head, head_inputs, trained=True, train_forwards=1, score_forwards=1, ema=True,
                              note="" if opts.layers else f"on all {len(layers)} candidate layers (the KS selection "
                                                          f"keeps a subset: an upper bound)"),
     }

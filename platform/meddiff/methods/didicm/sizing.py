@@ -26,4 +26,4 @@ def full_size(cfg: ExperimentConfig, num_classes: int, device, config_dir: Path 
 
     per_step = 1 if opts.inference == "probabilities" else min(opts.chains, num_classes)
     return {"didirn": SizedNetwork(net, inputs, trained=True, train_forwards=1,
-                                   score_forwards=opts.reverse_steps * per_step)}
+                                   score_forwards=opts.reverse_steps * per_step, ema=True)}

@@ -27,5 +27,5 @@ def full_size(cfg: ExperimentConfig, num_classes: int, device, config_dir: Path 
     def inputs(batch: int, dev) -> tuple[torch.Tensor, ...]:
         return (torch.randn(batch, *shape, device=dev), torch.zeros(batch, device=dev))
 
-    return {"joint_unet": SizedNetwork(net, inputs, trained=True, train_forwards=1, score_forwards=1,
+    return {"joint_unet": SizedNetwork(net, inputs, trained=True, train_forwards=1, score_forwards=1, ema=True,
                                        note="scoring runs the encoder only: the full forward is an upper bound")}

@@ -94,7 +94,7 @@ def full_size(cfg: ExperimentConfig, num_classes: int, device, config_dir: Path 
 
     return {
         "unet": SizedNetwork(unet, unet_inputs, trained=True, train_forwards=1,
-                             score_forwards=cfg.score.n_draws * num_classes, note=source),
+                             score_forwards=cfg.score.n_draws * num_classes, ema=opts.ema, note=source),
         "vae_encoder": SizedNetwork(vae_encoder, vae_inputs, trained=False, train_forwards=1, score_forwards=1,
                                     note=source),
         "text_encoder": SizedNetwork(text, text_inputs, trained=False, train_forwards=0, score_forwards=0,
