@@ -30,6 +30,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--n-draws", type=int, default=0, help="N (0: the config's score.n_draws on GPU, 5 on CPU)")
     p.add_argument("--train-batch-size", type=int, default=0, help="0: the config's train.batch_size (8 on CPU)")
     p.add_argument("--slots", type=int, default=0, help="images per batch (0: the config's score.batch_size; 4 on CPU)")
+    p.add_argument("--max-batch", type=int, default=0, help="engine denoiser inputs per forward (0: 512 GPU, 256 CPU)")
     p.add_argument("--rules", nargs="*", default=["mixture", "futility"], help="early-exit rules run besides fixed N")
     p.add_argument("--delta", type=float, default=0.01, help="risk of the early-exit rules")
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's denoiser")
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> int:
         acc = AcceptanceConfig(config=args.config, mode=args.mode, steps=args.steps, data=args.data,
                                data_root=args.data_root, overrides=dict(parse_override(p) for p in args.set),
                                images=args.images, n_draws=args.n_draws, train_batch_size=args.train_batch_size,
-                               slots=args.slots, rules=tuple(args.rules), delta=args.delta, compile=args.compile,
+                               slots=args.slots, max_batch=args.max_batch, rules=tuple(args.rules),
+                               delta=args.delta, compile=args.compile,
                                min_agreement=args.min_agreement, work_dir=args.work_dir)
         if args.ray:
             from meddiff.bench.ray_acceptance import run_acceptance_on_ray

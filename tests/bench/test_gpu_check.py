@@ -47,8 +47,9 @@ def check_result(result: dict, n_draws: int, images: int, rules=("mixture", "fut
             assert 2 <= v["nfe_per_image"] <= cap
     assert result["model"]["flops_per_forward"] > 0 and result["train"]["steps_per_s"] > 0
     checks = {c["name"]: c for c in result["checks"]}
-    assert set(checks) == {f"bf16 vs fp32 decisions: {n}" for n in ("reference", "engine", *(f"{r}@0.01" for r in rules))} | {
-        "engine vs paper loop, fp32, full N: class"}
+    decisions = {f"bf16 vs fp32 decisions: {n}" for n in ("reference", "engine", *(f"{r}@0.01" for r in rules))}
+    assert set(checks) == decisions | {"engine vs paper loop, fp32, full N: class", "every variant ran"}
+    assert checks["every variant ran"]["passed"] and checks["every variant ran"]["failures"] == []
     assert all(0 <= c["value"] <= 1 and c["passed"] == (c["value"] >= c["threshold"]) for c in checks.values())
     assert "draw_vote_flips" in checks["bf16 vs fp32 decisions: reference"]
     assert result["passed"] == all(c["passed"] for c in checks.values())
@@ -74,8 +75,8 @@ def test_real_data_run_through_the_configs_data_source(tmp_path, pneumonia_npz):
     """--data config with --set overrides: trained and scored on real PneumoniaMNIST, one early-exit rule."""
     out = tmp_path / "real.json"
     code = gpu_check_script().main([
-        "--config", CONFIG, "--data", "config", "--set", "data.source=medmnist", "--set", f"data.params={{path: {pneumonia_npz}}}",
-        "--set", "data.derive={}", "--steps", "2", "--images", "4", "--n-draws", "3", "--rules", "futility",
+        "--config", CONFIG, "--data", "config", "--set", "data.source=medmnist",
+        "--set", f"data.params={{path: {pneumonia_npz}}}", "--set", "data.derive={}", "--steps", "2", "--images", "4", "--n-draws", "3", "--rules", "futility",
         "--out", str(out)])
     result = json.loads(out.read_text())
     assert code == (0 if result["passed"] else 1)

@@ -46,8 +46,8 @@ NEAR_TIE_BF16 = 1e-2  # a draw whose two best classes are this close (relative) 
 
 # what ``mode`` fills in for settings left at 0 / empty
 MODE_DEFAULTS = {
-    "gpu": {"steps": 300, "images": 64, "n_draws": 0, "train_batch_size": 0, "slots": 0},
-    "cpu": {"steps": 4, "images": 4, "n_draws": 5, "train_batch_size": 8, "slots": 4},
+    "gpu": {"steps": 300, "images": 64, "n_draws": 0, "train_batch_size": 0, "slots": 0, "max_batch": 512},
+    "cpu": {"steps": 4, "images": 4, "n_draws": 5, "train_batch_size": 8, "slots": 4, "max_batch": 256},
 }
 # the cpu mode's network: the config's conditioning and depth pattern at toy width, on 32 px images
 CPU_MODEL = {"block_out_channels": [16, 32], "layers_per_block": 1, "attention": [False, True],
@@ -62,7 +62,9 @@ class AcceptanceConfig:
     on the config's data source (implied by ``data_root``, which sets ``data.params.root``, e.g. the CheXpert folder).
     overrides: dotted config keys set last (``--set data.params.csv=...``). images: K test images scored. n_draws: N (0: the config's
     ``score.n_draws``). train_batch_size (0: the config's), slots: images in flight in the engine and per forward of
-    the paper's loop (0: the config's ``score.batch_size``). rules: stopping rules run besides fixed N (``rules.py``),
+    the paper's loop (0: the config's ``score.batch_size``). max_batch: the engine's denoiser inputs per forward (0:
+    512 on GPU: the paper UNet's 190 GFLOP per input saturate an A100 long before, and fp32 activations, ~84 MB per
+    input by ``sizing.footprint``, then fit in 80 GB; 256 on CPU). rules: stopping rules run besides fixed N (``rules.py``),
     at ``delta``. compile: torch.compile the engine's denoiser. min_agreement: the smallest agreement a check passes
     with. work_dir: where the training run goes ("" = a temporary folder, removed afterwards). 0 / "" settings take
     the mode's defaults (``MODE_DEFAULTS``)."""
@@ -77,6 +79,7 @@ class AcceptanceConfig:
     n_draws: int = 0
     train_batch_size: int = 0
     slots: int = 0
+    max_batch: int = 0
     rules: tuple[str, ...] = ("mixture", "futility")
     delta: float = 0.01
     compile: bool = False
@@ -91,7 +94,7 @@ class AcceptanceConfig:
         if self.data not in ("synthetic", "config"):
             raise ConfigError(f"data: expected 'synthetic' (phantoms) or 'config' (the config's data source), got "
                               f"{self.data!r}")
-        for key in ("steps", "images", "n_draws", "train_batch_size", "slots"):
+        for key in ("steps", "images", "n_draws", "train_batch_size", "slots", "max_batch"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: expected 0 (the mode's default) or a positive integer, got "
                                   f"{getattr(self, key)!r}")
@@ -252,13 +255,41 @@ def device_info(device: torch.device) -> dict[str, Any]:
 
 
 def peak_flops(device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """Peak FLOP/s per precision the MFU is taken over: the device's datasheet figures when it is a known GPU,
-    else a square matmul measured here (bench.run.matmul_peak: bf16 on CUDA, fp32 on CPU, used for both)."""
+    """Peak FLOP/s per precision the MFU is taken over. A known GPU (``sizing.hardware.GPUS``, matched by name): its
+    datasheet's dense bf16 peak, and for fp32 the TF32 tensor-core peak when cuDNN may use TF32 (PyTorch's default for
+    convolutions), else the fp32 one. Another device: a square matmul measured here (``bench.run.matmul_peak``: bf16
+    on CUDA, fp32 on CPU), used for both precisions."""
     from meddiff.bench.run import matmul_peak
+    from meddiff.sizing.hardware import GPUS
 
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).lower()
+        known = [key for key in GPUS if key in name]
+        if known:
+            gpu = GPUS[known[0]]
+            fp32 = gpu.tf32_flops if torch.backends.cudnn.allow_tf32 else gpu.fp32_flops
+            log(f"[gpu-check] peaks from the {gpu.name} datasheet: bf16 {gpu.bf16_flops / 1e12:.0f}, fp32 "
+                f"{fp32 / 1e12:.1f} TFLOP/s")
+            return {"fp32": fp32, "bf16": gpu.bf16_flops,
+                    "source": f"datasheet of the {gpu.name} (meddiff.sizing.hardware); fp32 = "
+                              + ("TF32 tensor cores (cudnn.allow_tf32)" if torch.backends.cudnn.allow_tf32
+                                 else "fp32 CUDA cores")}
     measured = matmul_peak(device, 3.0 if device.type == "cuda" else 1.0)
     log(f"[gpu-check] measured matmul peak {measured / 1e12:.3f} TFLOP/s on {device}")
-    return {"fp32": measured, "bf16": measured, "source": f"measured matmul on {device}"}
+    return {"fp32": measured, "bf16": measured, "source": f"measured square matmul on {device} (bench.run.matmul_peak)"}
+
+
+def forward_flops(model) -> int:
+    """FLOPs of one denoiser forward of one image (``sizing.footprint.flops_per_forward``: 2 per multiply-add,
+    counted on a ``meta`` copy of the network, where attention is counted on every device)."""
+    from meddiff.diffusion.model import build_diffusion_model
+    from meddiff.sizing.footprint import flops_per_forward
+
+    with torch.device("meta"):
+        net = build_diffusion_model(model.model_cfg, model.diffusion, model.class_names, model.image_size,
+                                    model.channels).denoiser
+        inputs = (torch.zeros(1, *model.model_shape), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+    return flops_per_forward(net, inputs)
 
 
 def train_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
@@ -269,7 +300,11 @@ def train_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> tuple[Path, 
 
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        bundle = train_function(cfg.method)(cfg)
+        try:
+            bundle = train_function(cfg.method)(cfg)
+        except torch.cuda.OutOfMemoryError:
+            raise ConfigError(f"{cfg.model.name}: training ran out of GPU memory at train.batch_size "
+                              f"{cfg.train.batch_size}; lower it with --train-batch-size") from None
         wall = time.perf_counter() - t0
     records = [json.loads(line) for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "loss" in r][-1]
@@ -313,7 +348,9 @@ def agreement_checks(scorings: list[Scoring], threshold: float, labels: np.ndarr
     for s in scorings:
         if s.precision != "bf16":
             continue
-        base = by_name[s.name.replace("bf16", "fp32")]
+        base = by_name.get(s.name.replace("bf16", "fp32"))
+        if base is None:  # its fp32 partner failed ("every variant ran" says so)
+            continue
         stats = decision_stats(s.pred, s.uncertainty, base.pred, base.uncertainty, labels, {COVERAGE: threshold})
         key = round(COVERAGE * 100)
         check = {"name": f"bf16 vs fp32 decisions: {base.name.replace(', fp32', '')}", "kind": "decision agreement",
@@ -339,8 +376,9 @@ def agreement_checks(scorings: list[Scoring], threshold: float, labels: np.ndarr
 def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, score every variant, check; returns the result dict (``write_result`` writes it as JSON)."""
     from meddiff.bench.decisions import coverage_threshold
-    from meddiff.bench.run import bench_images, forward_flops
+    from meddiff.bench.run import bench_images
     from meddiff.diffusion.engine import EngineSpec
+    from meddiff.device import autocast_dtype
     from meddiff.diffusion.model import load_diffusion_model
     from meddiff.diffusion.noise import image_seed
     from meddiff.diffusion.streaming import StreamSpec
@@ -359,9 +397,9 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
         peaks = peak_flops(device, log)
         bundle, train = train_run(cfg, log)
         model = load_diffusion_model(bundle, device)
-        flops = forward_flops(model.denoiser, model.model_shape, device)
-        train["mfu"] = round(TRAIN_FLOPS_PER_FORWARD * flops * train["images_per_s"]
-                             / peaks["bf16" if cfg.train.precision != "fp32" and mode == "gpu" else "fp32"], 4)
+        flops = forward_flops(model)
+        train_precision = "bf16" if autocast_dtype(device, cfg.train.precision) is not None else "fp32"
+        train["mfu"] = round(TRAIN_FLOPS_PER_FORWARD * flops * train["images_per_s"] / peaks[train_precision], 4)
         n_params = sum(p.numel() for p in model.denoiser.parameters())
         log(f"[gpu-check] {cfg.model.name}: {n_params / 1e6:.1f} M parameters, input {list(model.model_shape)}, "
             f"{flops / 1e9:.2f} GFLOP per forward")
@@ -370,7 +408,7 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
         seeds = [image_seed(cfg.score.seed, str(i)) for i in frame["id"]]
         spec = EngineSpec(num_classes=model.num_classes, schedule=model.schedule, time_kind=model.diffusion.time_input,
                           error_target=cfg.score.error_target,
-                          max_batch=cfg.score.max_batch or (256 if device.type == "cpu" else 2048),
+                          max_batch=acc.max_batch,
                           channels_last=device.type == "cuda")
         if spec.channels_last:
             model.denoiser.to(memory_format=torch.channels_last)
@@ -378,13 +416,25 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
 
         scorings: list[Scoring] = []
 
-        def done(s: Scoring) -> None:
+        failures: list[dict[str, Any]] = []
+
+        def done(run: Callable[[], Scoring], name: str) -> None:
+            try:
+                s = run()
+            except torch.cuda.OutOfMemoryError as exc:  # recorded, the other variants still run
+                torch.cuda.empty_cache()
+                failures.append({"name": name, "error": f"out of GPU memory: {str(exc).splitlines()[0]}"})
+                log(f"[gpu-check] {name}: out of GPU memory; lower --max-batch / --slots")
+                return
             scorings.append(s)
             log(f"[gpu-check] {s.name:28s} {len(s.pred) / s.seconds:9.4f} images/s  NFE/image {s.nfe.mean():7.1f}  "
                 f"peak GPU {s.peak_gpu_mib:8.0f} MiB")
 
         for precision in PRECISIONS:
-            done(score_reference(model, x, seeds, n_draws, spec, slots, precision))
+            done(lambda: score_reference(model, x, seeds, n_draws, spec, slots, precision), f"reference, {precision}")
+        if not scorings or scorings[0].name != "reference, fp32":
+            raise ConfigError(f"the paper's loop in fp32 ran out of GPU memory at {slots} images per forward; lower "
+                              f"--slots")
         ref = scorings[0]
         threshold = coverage_threshold(ref.uncertainty, COVERAGE)
         denoiser = torch.compile(model.denoiser) if acc.compile else model.denoiser
@@ -392,8 +442,12 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
             stream = StreamSpec(n_draws=n_draws, rule=rule, delta=acc.delta, chunk=cfg.score.chunk_draws, slots=slots,
                                 refer_above=threshold)
             for precision in PRECISIONS:
-                done(score_engine(denoiser, model, x, seeds, spec, stream, precision, acc.compile))
+                done(lambda: score_engine(denoiser, model, x, seeds, spec, stream, precision, acc.compile),
+                     f"{rule}, {precision}")
         checks = agreement_checks(scorings, threshold, labels, acc.min_agreement)
+        checks.append({"name": "every variant ran", "kind": "variants without error",
+                       "value": round(len(scorings) / (len(scorings) + len(failures)), 4), "threshold": 1.0,
+                       "failures": failures, "passed": not failures})
         for c in checks:
             log(f"[gpu-check] {'PASS' if c['passed'] else 'FAIL'} {c['name']}: {c['value']:.4f} "
                 f"(at least {c['threshold']})")
