@@ -363,7 +363,8 @@ def agreement_checks(scorings: list[Scoring], threshold: float, labels: np.ndarr
             check["fp32_draws_within_1pct"] = round(float((vote_margins(base.errors) < NEAR_TIE_BF16).double().mean()),
                                                    5)
         checks.append(check)
-    ref, eng = by_name.get("reference, fp32"), by_name.get("engine, fp32")
+    ref = by_name.get("reference, fp32")
+    eng = next((s for s in scorings if s.kind == "engine" and s.rule == "none" and s.precision == "fp32"), None)
     if ref is not None and eng is not None:
         checks.append({"name": "engine vs paper loop, fp32, full N: class", "kind": "class agreement",
                        "value": round(float((eng.pred == ref.pred).mean()), 4), "threshold": min_agreement,
@@ -399,7 +400,6 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
         model = load_diffusion_model(bundle, device)
         flops = forward_flops(model)
         train_precision = "bf16" if autocast_dtype(device, cfg.train.precision) is not None else "fp32"
-        train["mfu"] = round(TRAIN_FLOPS_PER_FORWARD * flops * train["images_per_s"] / peaks[train_precision], 4)
         n_params = sum(p.numel() for p in model.denoiser.parameters())
         log(f"[gpu-check] {cfg.model.name}: {n_params / 1e6:.1f} M parameters, input {list(model.model_shape)}, "
             f"{flops / 1e9:.2f} GFLOP per forward")
@@ -407,15 +407,13 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
         labels = frame["label"].to_numpy()
         seeds = [image_seed(cfg.score.seed, str(i)) for i in frame["id"]]
         spec = EngineSpec(num_classes=model.num_classes, schedule=model.schedule, time_kind=model.diffusion.time_input,
-                          error_target=cfg.score.error_target,
-                          max_batch=acc.max_batch,
+                          error_target=cfg.score.error_target, max_batch=acc.max_batch,
                           channels_last=device.type == "cuda")
         if spec.channels_last:
             model.denoiser.to(memory_format=torch.channels_last)
         log(f"[gpu-check] scoring {len(seeds)} images at N = {n_draws}, {slots} images per batch")
 
         scorings: list[Scoring] = []
-
         failures: list[dict[str, Any]] = []
 
         def done(run: Callable[[], Scoring], name: str) -> None:
@@ -444,6 +442,11 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
             for precision in PRECISIONS:
                 done(lambda: score_engine(denoiser, model, x, seeds, spec, stream, precision, acc.compile),
                      f"{rule}, {precision}")
+        if peaks["source"].startswith("measured"):
+            # measured again and the better kept: on a shared machine one short window can be unlucky
+            best = max(peaks["fp32"], peak_flops(device, log)["fp32"])
+            peaks.update(fp32=best, bf16=best)
+        train["mfu"] = round(TRAIN_FLOPS_PER_FORWARD * flops * train["images_per_s"] / peaks[train_precision], 4)
         checks = agreement_checks(scorings, threshold, labels, acc.min_agreement)
         checks.append({"name": "every variant ran", "kind": "variants without error",
                        "value": round(len(scorings) / (len(scorings) + len(failures)), 4), "threshold": 1.0,
