@@ -1,7 +1,8 @@
 """GPU acceptance run: train the paper's UNet from a production config for a few hundred steps, score K images with
 the paper's loop and the engine's stopping rules in bf16 and fp32, check that bf16 decides as fp32 does, write JSON.
 
-    meddiff submit --address http://HEAD:8265 -- python jobs/gpu_check.py --ray --out /mnt/cluster_storage/gpu_check.json
+    meddiff submit --address http://HEAD:8265 -- \
+        python jobs/gpu_check.py --ray --out /mnt/cluster_storage/gpu_check.json
     python jobs/gpu_check.py --out gpu_check.json            # on a GPU node directly (or a tiny CPU run without CUDA)
 
 Exit code 0 when every check passes, 1 when one fails, 2 on a usage error. All logic lives in meddiff

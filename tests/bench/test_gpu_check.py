@@ -76,7 +76,8 @@ def test_real_data_run_through_the_configs_data_source(tmp_path, pneumonia_npz):
     out = tmp_path / "real.json"
     code = gpu_check_script().main([
         "--config", CONFIG, "--data", "config", "--set", "data.source=medmnist",
-        "--set", f"data.params={{path: {pneumonia_npz}}}", "--set", "data.derive={}", "--steps", "2", "--images", "4", "--n-draws", "3", "--rules", "futility",
+        "--set", f"data.params={{path: {pneumonia_npz}}}", "--set", "data.derive={}", "--steps", "2", "--images", "4",
+        "--n-draws", "3", "--rules", "futility",
         "--out", str(out)])
     result = json.loads(out.read_text())
     assert code == (0 if result["passed"] else 1)

@@ -70,8 +70,8 @@ def test_submitted_gpu_check_runs_its_cpu_mode_in_a_ray_task(job_server, tmp_pat
 
     out = tmp_path / "gpu_check.json"
     lines: list[str] = []
-    _, status = submit(job_server, ["python", "jobs/gpu_check.py", "--ray", "--rules", "futility", "--min-agreement", "0",
-                                   "--out", str(out)],
+    _, status = submit(job_server, ["python", "jobs/gpu_check.py", "--ray", "--rules", "futility",
+                                   "--min-agreement", "0", "--out", str(out)],
                        working_dir=REPO, wait=True, timeout_s=600, log=lines.append)
     assert status == "SUCCEEDED", "\n".join(lines)  # --min-agreement 0: the exit code says the run went through
     result = json.loads(out.read_text())

@@ -60,14 +60,14 @@ class AcceptanceConfig:
     """config: a production config (YAML) with ``method: diffusion``. mode: auto (gpu when CUDA is present), gpu, cpu.
     steps: training steps. data: ``synthetic`` trains and scores on phantoms at the config's image size; ``config``
     on the config's data source (implied by ``data_root``, which sets ``data.params.root``, e.g. the CheXpert folder).
-    overrides: dotted config keys set last (``--set data.params.csv=...``). images: K test images scored. n_draws: N (0: the config's
-    ``score.n_draws``). train_batch_size (0: the config's), slots: images in flight in the engine and per forward of
-    the paper's loop (0: the config's ``score.batch_size``). max_batch: the engine's denoiser inputs per forward (0:
-    512 on GPU: the paper UNet's 190 GFLOP per input saturate an A100 long before, and fp32 activations, ~84 MB per
-    input by ``sizing.footprint``, then fit in 80 GB; 256 on CPU). rules: stopping rules run besides fixed N (``rules.py``),
-    at ``delta``. compile: torch.compile the engine's denoiser. min_agreement: the smallest agreement a check passes
-    with. work_dir: where the training run goes ("" = a temporary folder, removed afterwards). 0 / "" settings take
-    the mode's defaults (``MODE_DEFAULTS``)."""
+    overrides: dotted config keys set last (``--set data.params.csv=...``). images: K test images scored. n_draws: N
+    (0: the config's ``score.n_draws``). train_batch_size (0: the config's), slots: images in flight in the engine
+    and per forward of the paper's loop (0: the config's ``score.batch_size``). max_batch: the engine's denoiser
+    inputs per forward (512 on GPU: the paper UNet's 190 GFLOP per input saturate an A100 long before, and fp32
+    activations, ~84 MB per input by ``sizing.footprint``, then fit in 80 GB; 256 on CPU). rules: stopping rules run
+    besides fixed N (``rules.py``), at ``delta``. compile: torch.compile the engine's denoiser. min_agreement: the
+    smallest agreement a check passes with. work_dir: where the training run goes ("" = a temporary folder, removed
+    afterwards). 0 / "" settings take the mode's defaults (``MODE_DEFAULTS``)."""
 
     config: str = DEFAULT_CONFIG
     mode: str = "auto"
@@ -312,7 +312,8 @@ def train_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> tuple[Path, 
     steps = cfg.train.steps
     figures = {"steps": steps, "batch_size": cfg.train.batch_size, "precision": cfg.train.precision,
                "loop_seconds": round(seconds, 2), "wall_seconds": round(wall, 2),
-               "steps_per_s": round(steps / seconds, 3), "images_per_s": round(steps * cfg.train.batch_size / seconds, 2),
+               "steps_per_s": round(steps / seconds, 3),
+               "images_per_s": round(steps * cfg.train.batch_size / seconds, 2),
                "final_loss": round(float(last["loss"]), 5), "peak_gpu_mib": round(mem.cuda_peak, 1),
                "peak_rss_mib": round(mem.peak, 1)}
     log(f"[gpu-check] trained {steps} steps of batch {cfg.train.batch_size} in {seconds:.1f} s "
@@ -485,7 +486,8 @@ def print_summary(result: dict[str, Any], path: Path, write: Callable[[str], Non
     write(f"[gpu-check] {result['mode']} mode, {result['device_name']}: {result['model']['parameters'] / 1e6:.1f} M "
           f"parameters, {result['images']} images, N = {result['n_draws']}; training {t['images_per_s']} images/s "
           f"(MFU {t['mfu']:.3f}, peak GPU {t['peak_gpu_mib']:.0f} MiB)")
-    write(f"{'variant':30s} {'images/s':>10s} {'NFE/image':>10s} {'MFU':>7s} {'peak GPU MiB':>13s} {'peak RSS MiB':>13s}")
+    write(f"{'variant':30s} {'images/s':>10s} {'NFE/image':>10s} {'MFU':>7s} {'peak GPU MiB':>13s} "
+          f"{'peak RSS MiB':>13s}")
     for v in result["variants"]:
         write(f"{v['name']:30s} {v['images_per_s']:10.4f} {v['nfe_per_image']:10.1f} {v['mfu']:7.4f} "
               f"{v['peak_gpu_mib']:13.0f} {v['peak_rss_mib']:13.0f}")
