@@ -287,21 +287,36 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     )
 
 
+_FOOTPRINTS: dict[tuple[str, str], dict] = {}
+
+
+def config_footprint(path: Path) -> dict[str, "Footprint"]:
+    """``footprint(path)``, measured once per process for a config file's content (planning one config for several
+    GPUs or options measures its networks once)."""
+    import hashlib
+
+    from meddiff.sizing.footprint import footprint
+
+    key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
+    if key not in _FOOTPRINTS:
+        _FOOTPRINTS[key] = footprint(path)
+    return _FOOTPRINTS[key]
+
+
 def plan_config(config: str | Path, gpu: str = "a100", gpus: int = 1, mfu: float = DEFAULT_MFU, cohort: int = 0,
                 bench: str | Path | None = None, decode_rate: float | None = None,
                 margin: float = MEMORY_MARGIN) -> Plan:
     """``meddiff plan``: the config file's networks measured on the meta device, projected onto ``gpus`` x ``gpu``."""
     from meddiff.config import load_config, resolve_config_path
     from meddiff.methods import get_method
-    from meddiff.sizing.footprint import footprint
     from meddiff.sizing.hardware import get_gpu
     from meddiff.sizing.networks import num_classes
 
     spec = get_gpu(gpu)
     bench_data = read_bench(bench) if bench is not None else None
-    path = resolve_config_path(config)
+    path = Path(resolve_config_path(config))
     cfg = load_config(path)
-    fp = footprint(path)
+    fp = config_footprint(path)
     return make_plan(cfg, fp, spec, gpus, num_classes(cfg), mfu=mfu, cohort=cohort, bench=bench_data,
                      decode_rate=decode_rate, margin=margin, config_name=Path(path).name,
                      votes=get_method(cfg.method).votes)
