@@ -84,6 +84,8 @@ def test_plan_arithmetic_by_hand():
     assert p.early_exit[0].cohort_gpu_hours == pytest.approx(1000 * 2.004 / 3600)
     # Ray: one actor per GPU at 1 / 20.04 images/s, decoding 0.01 images/s per core -> 5 cores
     assert p.actors_per_gpu == 1 and p.cpus_per_actor == 5
+    # training: 50 TFLOP/s over 3 TFLOP per image = 16.7 images/s per GPU -> 1667 cores at 0.01 images/s per core
+    assert p.train_images_per_s == pytest.approx(50 / 3) and p.cpus_per_worker == 1667
     assert any("decoding bounds scoring" in n for n in p.notes)
 
 

@@ -26,7 +26,8 @@ Assumptions (each is a parameter or a constant below, printed with the plan):
 - Ray. Scoring actors hold one copy of the scoring networks each; a GPU is compute-bound with one actor whose batch
   fills it, so one actor per GPU (``ray.gpus_per_actor`` of the config below 1 asks for more: they are checked
   against memory). An actor decodes its own images: CPUs per actor = the GPU's images/s over the decode rate of one
-  core (``--decode-rate``, images/s/core, measured by ``meddiff.bench.datapath``).
+  core (``--decode-rate``, images/s/core, measured by ``meddiff.bench.datapath``); a training worker likewise needs
+  its GPU's training images/s over that rate.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Plan:
     train_steps: int
     train_hours: float
     train_gpu_hours: float
+    train_images_per_s: float
     # scoring
     n_draws: int
     classes: int
@@ -113,6 +115,7 @@ class Plan:
     actor_images_per_s: float = 0.0
     decode_rate: float | None = None
     cpus_per_actor: int | None = None
+    cpus_per_worker: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +220,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     t_flops = train_flops_per_image(fp)
     train_total = cfg.train.steps * global_batch * t_flops
     train_seconds = train_total / (gpus * peak * mfu)
+    train_rate = peak * mfu / t_flops if t_flops else float("inf")  # images per second per GPU
 
     # 2. scoring: forwards and FLOPs per image, memory, cohort
     scoring = {n: f for n, f in fp.items() if f.score_forwards > 0}
@@ -262,6 +266,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
         notes.append(f"ray: gpus_per_actor {cfg.ray.gpus_per_actor} asks for {asked} actors per GPU; {fit_actors} fit")
     actor_rate = images_per_s / actors
     cpus = math.ceil(actor_rate / decode_rate) if decode_rate else None
+    worker_cpus = math.ceil(train_rate / decode_rate) if decode_rate else None
     if cpus is not None and cpus > cfg.ray.cpus_per_actor:
         notes.append(f"ray: decoding bounds scoring: an actor needs {cpus} CPUs to keep its GPU share busy; with the "
                      f"config's ray.cpus_per_actor = {cfg.ray.cpus_per_actor:g} it decodes "
@@ -276,14 +281,14 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
         train_static_bytes=int(static), train_bytes_per_image=per_image, train_max_batch_per_gpu=max_batch,
         train_global_batch=global_batch, train_batch_per_gpu=batch_per_gpu, train_fits=fits,
         train_flops_per_image=t_flops, train_steps=cfg.train.steps, train_hours=train_seconds / 3600.0,
-        train_gpu_hours=train_seconds * gpus / 3600.0, n_draws=cfg.score.n_draws, classes=classes,
+        train_gpu_hours=train_seconds * gpus / 3600.0, train_images_per_s=train_rate, n_draws=cfg.score.n_draws, classes=classes,
         draws=bool(draw_scaled),
         score_forwards={n: f.score_forwards for n, f in fp.items()}, score_flops_per_image=s_flops,
         score_seconds_per_image=score_seconds, score_images_per_s=images_per_s, score_weight_bytes=int(weights),
         score_bytes_per_image=act_per_image, score_max_images_in_flight=max_in_flight, score_images_in_flight=in_flight,
         cohort=cohort, cohort_gpu_hours=cohort_gpu_h, cohort_hours=cohort_gpu_h / gpus, early_exit=tuple(rows),
         early_exit_note=ee_note, actors_per_gpu=actors, actor_images_per_s=actor_rate, decode_rate=decode_rate,
-        cpus_per_actor=cpus, notes=tuple(notes),
+        cpus_per_actor=cpus, cpus_per_worker=worker_cpus, notes=tuple(notes),
     )
 
 
@@ -363,7 +368,8 @@ def format_plan(p: Plan) -> str:
               f"{_gib(p.train_bytes_per_image)} per image -> at most {p.train_max_batch_per_gpu} images per GPU "
               f"({'fits' if p.train_fits else 'DOES NOT FIT'})",
               f"  {_si(p.train_flops_per_image, 'FLOP')} per image (forward + backward); "
-              f"{_hours(p.train_hours)} on {p.gpus} GPU(s) = {p.train_gpu_hours:.1f} GPU-hours",
+              f"{_hours(p.train_hours)} on {p.gpus} GPU(s) = {p.train_gpu_hours:.1f} GPU-hours "
+              f"({p.train_images_per_s:.3g} images/s per GPU)",
               "", f"scoring: {f'N = {p.n_draws}, ' if p.draws else ''}{p.classes} classes; forwards per image: "
               + ", ".join(f"{n} {v:g}" for n, v in p.score_forwards.items()),
               f"  {_si(p.score_flops_per_image, 'FLOP')} per image: {p.score_seconds_per_image:.3g} s per image on "
@@ -387,6 +393,9 @@ def format_plan(p: Plan) -> str:
             "CPUs per actor: give --decode-rate (images/s per core, measured by meddiff.bench.datapath)")
     lines += ["", f"ray: {p.actors_per_gpu} scoring actor(s) per GPU, {p.actors_per_gpu * p.gpus} in all, "
                   f"{p.actor_images_per_s:.3g} images/s each; {cpus}"]
+    if p.cpus_per_worker is not None:
+        lines.append(f"  training: {p.cpus_per_worker} CPUs per Ray Train worker decode its "
+                     f"{p.train_images_per_s:.3g} images/s")
     if p.notes:
         lines += [""] + [f"note: {n}" for n in p.notes]
     return "\n".join(lines)
