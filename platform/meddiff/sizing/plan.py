@@ -187,6 +187,16 @@ def early_exit_rows(bench: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     return rows
 
 
+def check_options(gpus: int, mfu: float, decode_rate: float | None) -> None:
+    """The plan's own options (before anything is measured)."""
+    if gpus < 1:
+        raise ConfigError(f"--gpus: expected at least 1 GPU, got {gpus}")
+    if not 0.0 < mfu <= 1.0:
+        raise ConfigError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
+    if decode_rate is not None and not decode_rate > 0:
+        raise ConfigError(f"--decode-rate: expected images/s per CPU core > 0, got {decode_rate}")
+
+
 def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus: int, classes: int,
               mfu: float = DEFAULT_MFU, cohort: int = 0, bench: Mapping[str, Any] | None = None,
               decode_rate: float | None = None, margin: float = MEMORY_MARGIN, config_name: str = "",
@@ -196,12 +206,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     votes: the method classifies by draws whose count early exit cuts (the registry's ``votes``); only then does a
     bench file give early-exit rows.
     """
-    if gpus < 1:
-        raise ConfigError(f"--gpus: expected at least 1 GPU, got {gpus}")
-    if not 0.0 < mfu <= 1.0:
-        raise ConfigError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
-    if decode_rate is not None and not decode_rate > 0:
-        raise ConfigError(f"--decode-rate: expected images/s per CPU core > 0, got {decode_rate}")
+    check_options(gpus, mfu, decode_rate)
     notes: list[str] = []
     usable = gpu.memory_bytes * (1.0 - margin)
     precision = cfg.train.precision
@@ -317,6 +322,7 @@ def plan_config(config: str | Path, gpu: str = "a100", gpus: int = 1, mfu: float
     from meddiff.sizing.hardware import get_gpu
     from meddiff.sizing.networks import num_classes
 
+    check_options(gpus, mfu, decode_rate)
     spec = get_gpu(gpu)
     bench_data = read_bench(bench) if bench is not None else None
     path = Path(resolve_config_path(config))
