@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import SHARED_DATA, require_data
 from meddiff.bench.datapath import (
-    DataPathConfig, cores_per_gpu, decode_and_transform, file_frame, gpu_images_per_s, local_throughput, markdown,
+    DataPathConfig, DataPathResult, cores_per_gpu, decode_and_transform, file_frame, gpu_images_per_s, local_throughput, markdown,
     run_datapath, scoring_flops_per_image, source_pixels, training_flops_per_image, write_files,
 )
 from meddiff.data import ImageDecoder
@@ -75,6 +75,7 @@ def test_ray_path_runs_the_scoring_shards_on_every_actor_and_writes_its_json(isi
     assert ray_cluster.is_initialized()  # a cluster it did not start is left running
     data = json.loads((tmp_path / "datapath.json").read_text())
     assert data == json.loads(json.dumps(result.to_dict()))
+    assert DataPathResult.from_dict(data) == result
     assert set(data) == {"source", "image_size", "channels", "aspect", "conditions", "formats"}
     assert {"machine", "load_average_before", "load_average_after"} <= set(data["conditions"])
     assert [f["name"] for f in data["formats"]] == ["DICOM gray"]

@@ -130,6 +130,13 @@ class DataPathResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataPathResult:
+        """The result of a datapath.json (``to_dict``)."""
+        formats = tuple(FormatThroughput(**{**f, "ray": tuple(RayThroughput(**r) for r in f["ray"])})
+                        for f in data["formats"])
+        return cls(**{**data, "formats": formats})
+
 
 # --- sizing: pure functions -------------------------------------------------------------------------------------------
 
@@ -487,7 +494,8 @@ def markdown(result: DataPathResult, flops_per_forward: float | None = None, mfu
 
 
 def per_core(f: FormatThroughput) -> float:
-    """A format's decode rate per core for sizing: images per CPU-second of read + decode + resize through Ray on
-    the largest pool measured, else in process; without the DWT (it runs on the GPU, ``DiffusionModel.to_model_space``);
-    per CPU-second, so cores shared with other work do not understate it."""
-    return max(f.ray, key=lambda r: r.cpus).decode_images_per_cpu_s if f.ray else f.decode_images_per_cpu_s
+    """A format's decode rate per core for sizing: images per CPU-second of read + decode + resize through the Ray
+    pipeline on one actor of one CPU (else the smallest pool measured, else in process); without the DWT (it runs on
+    the GPU, ``DiffusionModel.to_model_space``); per CPU-second, so cores shared with other work do not understate it
+    as much as wall-clock rates do."""
+    return min(f.ray, key=lambda r: r.cpus).decode_images_per_cpu_s if f.ray else f.decode_images_per_cpu_s
