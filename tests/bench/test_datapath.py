@@ -13,8 +13,9 @@ import torch
 
 from tests.conftest import SHARED_DATA, require_data
 from meddiff.bench.datapath import (
-    DataPathConfig, DataPathResult, cores_per_gpu, decode_and_transform, file_frame, gpu_images_per_s, local_throughput, markdown,
-    run_datapath, scoring_flops_per_image, source_pixels, training_flops_per_image, write_files,
+    DataPathConfig, DataPathResult, cores_per_gpu, decode_and_transform, file_frame, gpu_images_per_s,
+    local_throughput, markdown, run_datapath, scoring_flops_per_image, source_pixels, training_flops_per_image,
+    write_files,
 )
 from meddiff.data import ImageDecoder
 from meddiff.data.wavelet import haar_dwt

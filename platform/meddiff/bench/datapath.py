@@ -20,6 +20,8 @@ Steps:
        ``scoring.ray_pipeline.shard_pool_rows``) with a pool of 1 and of 2 one-CPU, one-thread actors, each running
        ``DecodeShard`` (decode + DWT of its shard's rows, no model) instead of ``ShardScorer``; images/s over the span
        from the first shard's start to the last shard's end (actor start-up excluded; shown apart as wall time).
+Besides wall-clock rates, every step's CPU time (``time.thread_time`` of the decoding thread) gives images per
+CPU-second, with and without the DWT: what a dedicated core does, much less sensitive to other work on shared cores.
 Files are read from the page cache (they were just written): network or disk reads are not included.
 Figures, never assertions: tests check the plumbing only.
 
@@ -46,7 +48,7 @@ from meddiff.errors import ConfigError
 
 FORMATS = ("jpeg", "png", "dicom")
 COLOURS = ("gray", "rgb")
-A100_BF16_PEAK_FLOPS = 312e12  # NVIDIA A100 datasheet: dense bf16 tensor-core peak (without sparsity)
+A100_BF16_PEAK_FLOPS = 312e12  # A100's dense bf16 tensor-core peak (without structured sparsity)
 TRAIN_FORWARDS_PER_IMAGE = 3.0  # a backward costs ~2 forwards (Kaplan et al. 2020, section 2.1)
 ISIC_FOLDER = "isic_skin_180"
 
@@ -57,7 +59,8 @@ class DataPathConfig:
 
     images: files per format and colour. image_size / channels: the decoder's output (the production configs: 256, 3;
     grayscale files are repeated to 3 channels). ray_cpus: Ray pool sizes (one CPU, one thread per actor; empty: no
-    Ray). shard_size: rows per scoring shard at most (``score.shard_size``; also the in-process batch). repeats: timed in-process passes (best kept).
+    Ray). shard_size: rows per scoring shard at most (``score.shard_size``; also the in-process batch). repeats:
+    timed in-process passes (the fastest kept).
     """
 
     images: int = 200
@@ -375,6 +378,28 @@ def _load() -> list[float]:
         return []
 
 
+def measure_format(decoder, folder: Path, pixels: list[np.ndarray], fmt: str, colour: str, cfg: DataPathConfig,
+                   log: Callable[[str], None]) -> tuple[FormatThroughput, pd.DataFrame]:
+    """Write ``pixels`` as ``fmt`` / ``colour`` files under ``folder`` and time them in process on the current threads
+    (``local_throughput``); returns the figures (no Ray yet) and the files' manifest frame."""
+    name = f"{'DICOM' if fmt == 'dicom' else fmt.upper()} {colour}"
+    paths = write_files(folder / f"{fmt}-{colour}", pixels, fmt, colour, cfg.jpeg_quality)
+    sizes = [p.stat().st_size for p in paths]
+    frame = file_frame(paths, name)
+    t = local_throughput(decoder, frame, cfg.shard_size, cfg.repeats)
+    n = len(paths)
+    row = FormatThroughput(
+        name=name, format=fmt, colour=colour, images=n, mean_file_kib=round(float(np.mean(sizes)) / 1024, 1),
+        total_file_mib=round(sum(sizes) / 2**20, 2), images_per_s=round(n / (t.decode_s + t.dwt_s), 1),
+        images_per_cpu_s=round(n / max(t.decode_cpu_s + t.dwt_cpu_s, 1e-9), 1),
+        decode_images_per_cpu_s=round(n / max(t.decode_cpu_s, 1e-9), 1), decode_ms=round(1e3 * t.decode_s / n, 3),
+        dwt_ms=round(1e3 * t.dwt_s / n, 3))
+    log(f"[datapath] {name:11s} {row.mean_file_kib:7.1f} KiB/file  in process, 1 thread: {row.images_per_s:7.1f} "
+        f"img/s, {row.images_per_cpu_s:7.1f} img per CPU-s, {row.decode_images_per_cpu_s:7.1f} without the DWT "
+        f"(decode {row.decode_ms:.2f} ms + DWT {row.dwt_ms:.2f} ms per image)")
+    return row, frame
+
+
 def run_datapath(out_dir: str | Path, cfg: DataPathConfig = DataPathConfig(), data_root: Path | None = None,
                  flops_per_forward: float | None = None, mfu: float = 0.4, peak_flops: float = A100_BF16_PEAK_FLOPS,
                  n_draws: int = 501, classes: int = 2, log: Callable[[str], None] = print) -> DataPathResult:
@@ -401,22 +426,9 @@ def run_datapath(out_dir: str | Path, cfg: DataPathConfig = DataPathConfig(), da
         try:
             for fmt in cfg.formats:
                 for colour in cfg.colours:
-                    name = f"{fmt.upper() if fmt != 'dicom' else 'DICOM'} {colour}"
-                    paths = write_files(Path(tmp, "files", f"{fmt}-{colour}"), pixels, fmt, colour, cfg.jpeg_quality)
-                    sizes = [p.stat().st_size for p in paths]
-                    frame = frames[name] = file_frame(paths, name)
-                    t = local_throughput(decoder, frame, cfg.shard_size, cfg.repeats)
-                    n = len(paths)
-                    rate, cpu_rate = n / (t.decode_s + t.dwt_s), n / max(t.decode_cpu_s + t.dwt_cpu_s, 1e-9)
-                    decode_ms, dwt_ms = 1e3 * t.decode_s / n, 1e3 * t.dwt_s / n
-                    rows.append(FormatThroughput(
-                        name=name, format=fmt, colour=colour, images=len(paths),
-                        mean_file_kib=round(float(np.mean(sizes)) / 1024, 1), total_file_mib=round(sum(sizes) / 2**20, 2),
-                        images_per_s=round(rate, 1), images_per_cpu_s=round(cpu_rate, 1),
-                        decode_images_per_cpu_s=round(n / max(t.decode_cpu_s, 1e-9), 1), decode_ms=round(decode_ms, 3), dwt_ms=round(dwt_ms, 3)))
-                    log(f"[datapath] {name:11s} {rows[-1].mean_file_kib:7.1f} KiB/file  in process, 1 thread: "
-                        f"{rate:7.1f} img/s, {cpu_rate:7.1f} img per CPU-s, {rows[-1].decode_images_per_cpu_s:7.1f} "
-                        f"without the DWT (decode {decode_ms:.2f} ms + DWT {dwt_ms:.2f} ms per image)")
+                    row, frames[f"{fmt}-{colour}"] = measure_format(decoder, Path(tmp, "files"), pixels, fmt, colour,
+                                                                    cfg, log)
+                    rows.append(row)
         finally:
             torch.set_num_threads(threads)
         if cfg.ray_cpus:
@@ -444,7 +456,8 @@ def _with_ray(rows: list[FormatThroughput], frames: dict[str, pd.DataFrame], cfg
         for row in rows:
             measured = []
             for cpus in cfg.ray_cpus:
-                measured.append(ray_throughput(frames[row.name], cfg, cpus, work / f"{row.format}-{row.colour}-{cpus}"))
+                measured.append(ray_throughput(frames[f"{row.format}-{row.colour}"], cfg, cpus,
+                                               work / f"{row.format}-{row.colour}-{cpus}"))
                 r = measured[-1]
                 log(f"[datapath] {row.name:11s} Ray Data, {cpus} CPU(s): {r.images_per_s:7.1f} img/s = "
                     f"{r.images_per_s_per_core:7.1f} per core, {r.images_per_cpu_s:7.1f} per CPU-s, "
