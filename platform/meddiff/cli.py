@@ -117,6 +117,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from meddiff.bench.run import run_benchmark, run_scale
 
+    if args.data_path:
+        from meddiff.bench.datapath import DataPathConfig, run_datapath
+
+        run_datapath(args.out, DataPathConfig(images=args.images, ray_cpus=tuple(args.ray_actors)),
+                     flops_per_forward=args.flops_per_forward, mfu=args.mfu, n_draws=args.n_draws, classes=args.classes)
+        print(Path(args.out, "datapath.md").read_text())
+        return 0
     if args.scale:
         run_scale(args.out, sizes=tuple(args.scale_sizes))
     elif args.kernels:
@@ -413,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--kernels", action="store_true",
                    help="instead: fp32 vs bf16 autocast, channels-last and torch.compile for the checkpoint's denoiser")
+    p.add_argument("--data-path", action="store_true",
+                   help="instead: decode + resize + Haar DWT images/s per core at 256 px for JPEG, PNG and DICOM (--images "
+                        "per format; in process and on Ray pools of --ray-actors one-CPU actors), no checkpoint")
+    p.add_argument("--flops-per-forward", type=float, default=None,
+                   help="with --data-path: the denoiser's FLOPs per forward, to print cores per GPU (training, scoring)")
+    p.add_argument("--mfu", type=float, default=0.4, help="with --data-path: model FLOPs utilisation of an A100 (bf16)")
+    p.add_argument("--classes", type=int, default=2, help="with --data-path: classes scored (forwards = N x classes)")
     p.set_defaults(func=cmd_bench)
 
     from meddiff.sizing.hardware import GPUS
