@@ -41,6 +41,8 @@ from meddiff.config import TrackingConfig
 from meddiff.errors import TrackingError
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+RUN_ID_FILE = "mlflow_run_id"  # a training run folder's file naming its MLflow run (a resumed training continues it)
+META_KEY = "tracking"  # a results folder's meta.json: {"run_id", "tracking_uri", "experiment_id"} of its scoring run
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter value
 BATCH = 100  # params per log_batch call (MLflow's limit)
 

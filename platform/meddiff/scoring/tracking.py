@@ -14,9 +14,7 @@ from meddiff import tracking
 from meddiff.config import RayConfig, ScoreConfig, TrackingConfig, config_from_json, to_dict
 from meddiff.provenance import code_version
 from meddiff.results.store import THROUGHPUT, read_meta, update_meta
-from meddiff.train.loop import RUN_ID_FILE
 
-META_KEY = "tracking"  # meta.json: {"run_id", "tracking_uri", "experiment_id"} of the scoring job's MLflow run
 
 
 def scoring_run(bundle: Any, score_cfg: ScoreConfig, data_cfg: Any, out_dir: str | Path,
@@ -48,7 +46,7 @@ def training_run_id(bundle_path: Path) -> str:
     """The MLflow run that trained a bundle, from its run folder's ``mlflow_run_id`` (``<run>/checkpoints/step_*``
     in process, ``<run>/step_*`` under Ray Train), or ""."""
     for run_dir in (bundle_path.parent, bundle_path.parent.parent):
-        path = run_dir / RUN_ID_FILE
+        path = run_dir / tracking.RUN_ID_FILE
         if path.is_file():
             return path.read_text().strip()
     return ""
@@ -62,5 +60,5 @@ def log_scoring(run: tracking.TrackedRun | tracking.NoRun, summary: Mapping[str,
     throughput = read_meta(out_dir).get(THROUGHPUT) or {}
     metrics.update({f"throughput_{k}": v for k, v in throughput.items() if k in ("images", "seconds", "images_per_s")})
     run.log_metrics(metrics, step=0)
-    update_meta(out_dir, {META_KEY: run.record()})
+    update_meta(out_dir, {tracking.META_KEY: run.record()})
     run.log_artifact(Path(out_dir) / "meta.json", "results")

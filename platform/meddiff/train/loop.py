@@ -193,9 +193,6 @@ def run_loop(
         return _train(setup, network, step_fn, metadata, validate, ema, loss_label, run)
 
 
-RUN_ID_FILE = "mlflow_run_id"  # in the run folder: the MLflow run a resumed training continues
-
-
 def training_run(setup: RunSetup, network: nn.Module) -> tracking.TrackedRun | tracking.NoRun:
     """Rank 0's MLflow run of this training (``tracking.NO_RUN`` on other ranks or with tracking off): the run named
     in the run folder's ``mlflow_run_id`` when it exists with the same params (a resumed or restarted run continues
@@ -203,7 +200,7 @@ def training_run(setup: RunSetup, network: nn.Module) -> tracking.TrackedRun | t
     cfg, ctx = setup.cfg, setup.ctx
     if not ctx.is_main or not cfg.tracking.enabled:
         return tracking.NO_RUN
-    id_file = setup.run_dir / RUN_ID_FILE
+    id_file = setup.run_dir / tracking.RUN_ID_FILE
     params = {**tracking.flatten(to_dict(cfg)), "parameters": sum(p.numel() for p in network.parameters()),
               "world_size": ctx.world_size}
     run = tracking.open_run(cfg.tracking, cfg.output_dir, cfg.name, run_name=f"train {cfg.name}",
