@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from meddiff.cli import main
 from meddiff.config import TrackingConfig, load_config
 from meddiff.errors import TrackingError
-from meddiff.tracking import NO_RUN, flatten, open_run
+from meddiff.tracking import NO_RUN, flatten, open_run, param_key
 from tests.conftest import TINY_MODEL
 
 
@@ -26,6 +26,7 @@ def _runs(client, job):
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`meddiff.job` = '{job}'")
 
 
+@pytest.mark.slow
 def test_training_scoring_and_report_runs_read_back(tmp_path, pneumonia_npz, capsys):
     from meddiff.methods.diffusion.train import train_diffusion
 
@@ -109,6 +110,9 @@ def test_a_store_that_cannot_be_opened_is_an_error_naming_the_uri(tmp_path):
     assert open_run(TrackingConfig(enabled=False, uri=uri), tmp_path, "x", "r") is NO_RUN
 
 
-def test_flatten_and_params():
+def test_flatten_and_param_names():
     assert flatten({"train": {"lr": 1e-4, "steps": 3}, "data": {"params": {}}, "name": "x"}) == {
         "train.lr": 1e-4, "train.steps": 3, "data.params": {}, "name": "x"}
+    # label names and derived columns are config keys too; MLflow refuses names with other characters
+    assert param_key("data.params.label_names.Pleural Effusion (L)") == "data.params.label_names.Pleural Effusion _L_"
+    assert param_key("data.derive.age/decade-1_x") == "data.derive.age/decade-1_x"

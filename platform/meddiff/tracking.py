@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -143,7 +144,7 @@ class TrackedRun(NoRun):
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        items = [Param(param_key(k), _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
             self._call("log_params", lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
@@ -176,6 +177,12 @@ class TrackedRun(NoRun):
     def record(self) -> dict[str, str]:
         """What a results folder's meta.json keeps to find this run again (``reopen``)."""
         return {"run_id": self.run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id}
+
+
+def param_key(key: Any) -> str:
+    """A config key as an MLflow name (letters, digits and ``_-. /`` only; a mapping key such as a label or a derived
+    column name may hold others): every other character becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(key))
 
 
 def _param_value(value: Any) -> str:
@@ -212,7 +219,7 @@ def open_run(tc: TrackingConfig, output_dir: str | Path, default_experiment: str
         return NO_RUN
     uri = store_uri(tc, output_dir)
     name = tc.experiment or default_experiment
-    values = {str(k): _param_value(v) for k, v in (params or {}).items()}
+    values = {param_key(k): _param_value(v) for k, v in (params or {}).items()}
     all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     if tc.parent_run_id:
         all_tags[PARENT_TAG] = tc.parent_run_id
