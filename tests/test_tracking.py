@@ -18,7 +18,8 @@ from tests.conftest import TINY_MODEL
 def _tiny(tmp_path, **overrides):
     return load_config("demo-pneumonia", {
         "output_dir": str(tmp_path), "name": "tiny", "train.steps": 4, "train.log_every": 2,
-        "train.checkpoint_every": 4, "model.params": TINY_MODEL, "train.num_threads": 2, **overrides})
+        "train.checkpoint_every": 4, "model.params": TINY_MODEL, "train.num_threads": 2,
+        "data.leakage_check": "groups", **overrides})  # (no duplicate hashing: not what these tests are about)
 
 
 def _runs(client, job):

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_demo_runs_on_ray_and_logs_nested_mlflow_runs(ray_local, pneumonia_npz, tmp_path, capsys):
     summary = run_demo("pneumonia", output_dir=str(tmp_path), overrides={
-        "train.steps": 4, "train.log_every": 2, "train.checkpoint_every": 4, "model.params": TINY_MODEL,
+        "data.leakage_check": "groups", "train.steps": 4, "train.log_every": 2, "train.checkpoint_every": 4, "model.params": TINY_MODEL,
         "score.n_draws": 3, "score.limit": 16, "score.shard_size": 8,
         "ray.num_workers": 2, "ray.cpus_per_worker": 1, "ray.actors": 2, "ray.cpus_per_actor": 0.5})
     out = capsys.readouterr().out
