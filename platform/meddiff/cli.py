@@ -78,15 +78,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta,
         "referral": args.referral and str(Path(args.referral).expanduser().resolve())})  # actors: other cwd
     data_cfg = _score_data_config(args.data, args.checkpoint)
+    tracking = _score_tracking(args)
     use_ray = args.ray or args.actors is not None or args.address is not None
     if use_ray:
         from meddiff.raycluster import ray_session
 
         with ray_session(ray_cfg.address):
             summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg,
-                                       force_new=args.force_new)
+                                       force_new=args.force_new, tracking=tracking)
     else:
-        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new)
+        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new,
+                                   tracking=tracking)
     out = summary.get("out_dir", args.out)
     if Path(out) != Path(args.out):
         print(f"--force-new: {args.out} holds results of other settings; writing to {out}", file=sys.stderr)
@@ -97,6 +99,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         atomic_write_json(args.json, summary)
     return 0
+
+
+def _score_tracking(args: argparse.Namespace):
+    """The MLflow settings of a scoring job: the --config file's ``tracking`` section, else the checkpoint's training
+    config's, with the ``--set tracking.*`` overrides; None (the checkpoint's, in ``score_checkpoint``) without both."""
+    from meddiff.bundle import read_bundle
+    from meddiff.config import TrackingConfig, apply_overrides, config_from_json, from_dict, load_config, to_dict
+
+    sets = {k: v for k, v in _overrides(args.set).items() if k.startswith("tracking.")}
+    if not args.config and not sets:
+        return None
+    saved = read_bundle(args.checkpoint).metadata.get("config")
+    cfg = load_config(args.config) if args.config else config_from_json(saved) if saved else None
+    base = {"tracking": to_dict(cfg.tracking) if cfg else {}}
+    return from_dict(TrackingConfig, apply_overrides(base, sets)["tracking"], "tracking")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
