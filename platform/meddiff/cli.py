@@ -137,8 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data_path:
         from meddiff.bench.datapath import DataPathConfig, run_datapath
 
-        run_datapath(args.out, DataPathConfig(images=args.images, ray_cpus=tuple(args.ray_actors)),
-                     flops_per_forward=args.flops_per_forward, mfu=args.mfu, n_draws=args.n_draws, classes=args.classes)
+        run_datapath(args.out, DataPathConfig(images=args.images, ray_cpus=tuple(args.ray_actors)))
         print(Path(args.out, "datapath.md").read_text())
         return 0
     if args.scale:
@@ -161,8 +160,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from meddiff.sizing.plan import format_plan, plan_config
 
+    decode_rate = args.decode_rate
+    if args.datapath:
+        from meddiff.bench.datapath import read_datapath, slowest_per_core
+
+        decode_rate = slowest_per_core(read_datapath(args.datapath))
     plan = plan_config(args.config, gpu=args.gpu, gpus=args.gpus, mfu=args.mfu, cohort=args.cohort, bench=args.bench,
-                       decode_rate=args.decode_rate)
+                       decode_rate=decode_rate)
     print(format_plan(plan))
     if args.json:
         from meddiff.durable import atomic_write_json
@@ -440,10 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", action="store_true",
                    help="instead: decode + resize + Haar DWT images/s per core at 256 px for JPEG, PNG and DICOM (--images "
                         "per format; in process and on Ray pools of --ray-actors one-CPU actors), no checkpoint")
-    p.add_argument("--flops-per-forward", type=float, default=None,
-                   help="with --data-path: the denoiser's FLOPs per forward, to print cores per GPU (training, scoring)")
-    p.add_argument("--mfu", type=float, default=0.4, help="with --data-path: model FLOPs utilisation of an A100 (bf16)")
-    p.add_argument("--classes", type=int, default=2, help="with --data-path: classes scored (forwards = N x classes)")
     p.set_defaults(func=cmd_bench)
 
     from meddiff.sizing.hardware import GPUS
@@ -458,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", help="a `meddiff bench` bench.json: early-exit rows from its NFE reductions")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU,
                    help="model FLOP utilisation assumed (default and why: meddiff.sizing.plan)")
-    p.add_argument("--decode-rate", type=float, help="images decoded per second per CPU core (meddiff.bench.datapath)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--decode-rate", type=float, help="images decoded per second per CPU core")
+    rate.add_argument("--datapath", help="a `meddiff bench --data-path` datapath.json: its slowest format's rate per core")
     p.add_argument("--json", help="write the plan as JSON here")
     p.set_defaults(func=cmd_plan)
 

@@ -1,11 +1,12 @@
 """The data-path benchmark's plumbing (never its speed): real images written per format decode to the same pixels and
-coefficients, the Ray path runs the scoring pipeline's shards on a real local cluster, the JSON has its keys, and the
-sizing functions give hand-computed numbers."""
+coefficients, the Ray path runs the scoring pipeline's shards on a real local cluster, the JSON has its keys, and
+`meddiff plan --datapath` sizes CPUs per GPU from the slowest format."""
 
 import json
 import math
 import os
 from dataclasses import astuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +14,8 @@ import torch
 
 from tests.conftest import SHARED_DATA, require_data
 from meddiff.bench.datapath import (
-    DataPathConfig, DataPathResult, cores_per_gpu, decode_and_transform, file_frame, gpu_images_per_s,
-    local_throughput, markdown, run_datapath, scoring_flops_per_image, source_pixels, training_flops_per_image,
-    write_files,
+    DataPathConfig, DataPathResult, decode_and_transform, file_frame, local_throughput, per_core, read_datapath,
+    run_datapath, slowest_per_core, source_pixels, write_files,
 )
 from meddiff.data import ImageDecoder
 from meddiff.data.wavelet import haar_dwt
@@ -72,7 +72,7 @@ def test_real_images_per_format_decode_to_their_pixels_and_coefficients(isic_roo
 @pytest.mark.slow
 def test_ray_path_runs_the_scoring_shards_on_every_actor_and_writes_its_json(isic_root, ray_cluster, tmp_path):
     cfg = DataPathConfig(images=8, formats=("dicom",), colours=("gray",), ray_cpus=(1, 2), repeats=1)
-    result = run_datapath(tmp_path, cfg, data_root=isic_root, flops_per_forward=190e9, log=lambda _line: None)
+    result = run_datapath(tmp_path, cfg, data_root=isic_root, log=lambda _line: None)
     assert ray_cluster.is_initialized()  # a cluster it did not start is left running
     data = json.loads((tmp_path / "datapath.json").read_text())
     assert data == json.loads(json.dumps(result.to_dict()))
@@ -92,7 +92,10 @@ def test_ray_path_runs_the_scoring_shards_on_every_actor_and_writes_its_json(isi
             assert r["images_per_s_per_core"] == pytest.approx(r["images_per_s"] / r["cpus"], abs=0.1)
     text = (tmp_path / "datapath.md").read_text()
     assert "| DICOM gray |" in text and "Ray 2 CPU" in text
-    assert "cores per GPU" in text and "cores per GPU" not in markdown(result)  # only with --flops-per-forward
+    assert read_datapath(tmp_path / "datapath.json") == result
+    # sizing uses one actor's decode rate per CPU-second without the DWT
+    assert slowest_per_core(result) == per_core(result.formats[0]) == data["formats"][0]["ray"][0]["decode_images_per_cpu_s"]
+    assert f"{slowest_per_core(result):.1f} images per CPU-second" in text
 
 
 def test_cli_data_path_in_process_only(isic_root, tmp_path, monkeypatch, capsys):
@@ -104,25 +107,20 @@ def test_cli_data_path_in_process_only(isic_root, tmp_path, monkeypatch, capsys)
     data = json.loads((tmp_path / "datapath.json").read_text())
     assert len(data["formats"]) == 6 and all(f["ray"] == [] and f["images"] == 2 for f in data["formats"])
     assert "| JPEG rgb |" in capsys.readouterr().out
-
-
-def test_sizing_functions_against_hand_computed_numbers():
-    # a 190 GFLOP forward: training 3 x 190e9 = 5.7e11 FLOPs per image; A100 312e12 x 0.4 = 1.248e14 FLOP/s
-    assert training_flops_per_image(190e9) == pytest.approx(5.7e11)
-    train = gpu_images_per_s(5.7e11, 312e12, 0.4)
-    assert train == pytest.approx(218.947368, rel=1e-6)  # 1.248e14 / 5.7e11
-    assert cores_per_gpu(200.0, train) == pytest.approx(1.094737, rel=1e-6)
-    # scoring at N = 501 draws x 2 classes: 1002 forwards = 1.9038e14 FLOPs per image
-    assert scoring_flops_per_image(190e9, 501, 2) == pytest.approx(1.9038e14)
-    score = gpu_images_per_s(1.9038e14, 312e12, 0.4)
-    assert score == pytest.approx(0.655531, rel=1e-5)
-    assert cores_per_gpu(200.0, score) == pytest.approx(0.00327766, rel=1e-5)
+    # meddiff plan sizes CPUs per GPU from the slowest format's rate per core
+    rate = slowest_per_core(read_datapath(tmp_path / "datapath.json"))
+    config = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "chexpert-resnet18-a100.yaml"
+    assert main(["plan", str(config), "--datapath", str(tmp_path / "datapath.json"), "--json", str(tmp_path / "p.json")]) == 0
+    plan = json.loads((tmp_path / "p.json").read_text())
+    assert plan["decode_rate"] == rate and plan["cpus_per_worker"] == math.ceil(plan["train_images_per_s"] / rate)
+    assert f"at {rate:g} images/s per core" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["plan", str(config), "--datapath", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: expected the datapath.json of `meddiff bench --data-path`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("call", [
-    lambda: gpu_images_per_s(1e9, 312e12, 0.0), lambda: gpu_images_per_s(1e9, 312e12, 1.5),
-    lambda: gpu_images_per_s(-1.0, 312e12, 0.4), lambda: cores_per_gpu(0.0, 10.0),
-    lambda: scoring_flops_per_image(1e9, 0, 2), lambda: DataPathConfig(images=0),
+    lambda: DataPathConfig(images=0),
     lambda: DataPathConfig(formats=("gif",)), lambda: DataPathConfig(image_size=255),
 ])
 def test_bad_sizing_inputs_are_config_errors(call):

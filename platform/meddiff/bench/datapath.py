@@ -25,10 +25,8 @@ CPU-second, with and without the DWT: what a dedicated core does, much less sens
 Files are read from the page cache (they were just written): network or disk reads are not included.
 Figures, never assertions: tests check the plumbing only.
 
-Sizing (pure functions): ``gpu_images_per_s`` (images/s a GPU consumes at a given MFU) for training
-(``training_flops_per_image``: forward + backward ~ 3 forwards; Kaplan et al. 2020, "Scaling laws for neural language
-models", section 2.1) and for scoring (``scoring_flops_per_image``: n_draws x classes forwards, the fixed-N worst case;
-early exit needs fewer), and ``cores_per_gpu`` (cores that decode as fast as the GPU consumes).
+Sizing: ``slowest_per_core`` gives the per-core decode rate of the slowest format, which ``meddiff plan --datapath``
+turns into CPUs per GPU actor and per training worker (``sizing/plan.py``, from the config's FLOPs at full size).
 """
 
 from __future__ import annotations
@@ -48,8 +46,6 @@ from meddiff.errors import ConfigError
 
 FORMATS = ("jpeg", "png", "dicom")
 COLOURS = ("gray", "rgb")
-A100_BF16_PEAK_FLOPS = 312e12  # A100's dense bf16 tensor-core peak (without structured sparsity)
-TRAIN_FORWARDS_PER_IMAGE = 3.0  # a backward costs ~2 forwards (Kaplan et al. 2020, section 2.1)
 ISIC_FOLDER = "isic_skin_180"
 
 
@@ -147,31 +143,6 @@ def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
         raise ConfigError(f"{name}: expected a positive number, got {value!r}")
     return float(value)
-
-
-def training_flops_per_image(flops_per_forward: float) -> float:
-    """FLOPs of one training image: one forward and its backward, ~3 forwards."""
-    return TRAIN_FORWARDS_PER_IMAGE * _positive("flops_per_forward", flops_per_forward)
-
-
-def scoring_flops_per_image(flops_per_forward: float, n_draws: int, classes: int) -> float:
-    """FLOPs of scoring one image at fixed N: ``n_draws`` x ``classes`` forwards (early exit needs fewer)."""
-    return _positive("n_draws", n_draws) * _positive("classes", classes) * _positive("flops_per_forward",
-                                                                                       flops_per_forward)
-
-
-def gpu_images_per_s(flops_per_image: float, peak_flops: float, mfu: float) -> float:
-    """Images/s one GPU consumes: ``peak_flops`` x ``mfu`` / ``flops_per_image``."""
-    mfu = _positive("mfu", mfu)
-    if mfu > 1:
-        raise ConfigError(f"mfu: expected a fraction of the peak in (0, 1], got {mfu!r}")
-    return _positive("peak_flops", peak_flops) * mfu / _positive("flops_per_image", flops_per_image)
-
-
-def cores_per_gpu(decode_per_core: float, gpu_images_per_s: float) -> float:
-    """CPU cores whose decoding (``decode_per_core`` images/s each) keeps up with a GPU consuming
-    ``gpu_images_per_s`` images/s (round up for an actor's ``ray.cpus_per_actor``)."""
-    return _positive("gpu_images_per_s", gpu_images_per_s) / _positive("decode_per_core", decode_per_core)
 
 
 # --- test files --------------------------------------------------------------------------------------------------------
@@ -401,12 +372,8 @@ def measure_format(decoder, folder: Path, pixels: list[np.ndarray], fmt: str, co
 
 
 def run_datapath(out_dir: str | Path, cfg: DataPathConfig = DataPathConfig(), data_root: Path | None = None,
-                 flops_per_forward: float | None = None, mfu: float = 0.4, peak_flops: float = A100_BF16_PEAK_FLOPS,
-                 n_draws: int = 501, classes: int = 2, log: Callable[[str], None] = print) -> DataPathResult:
-    """Measure every format of ``cfg`` (module docstring); write datapath.json and datapath.md into ``out_dir``.
-
-    With ``flops_per_forward`` (the denoiser's FLOPs per forward at ``image_size``) the markdown also gives the cores
-    per GPU that keep a GPU of ``peak_flops`` at ``mfu`` fed, training and scoring (``n_draws`` x ``classes``)."""
+                 log: Callable[[str], None] = print) -> DataPathResult:
+    """Measure every format of ``cfg`` (module docstring); write datapath.json and datapath.md into ``out_dir``."""
     import torch
 
     from meddiff.bench.run import machine
@@ -439,7 +406,7 @@ def run_datapath(out_dir: str | Path, cfg: DataPathConfig = DataPathConfig(), da
     result = DataPathResult(source=source, image_size=cfg.image_size, channels=cfg.channels, aspect=cfg.aspect,
                             conditions=conditions, formats=tuple(rows))
     (out_dir / "datapath.json").write_text(json.dumps(result.to_dict(), indent=2))
-    (out_dir / "datapath.md").write_text(markdown(result, flops_per_forward, mfu, peak_flops, n_draws, classes))
+    (out_dir / "datapath.md").write_text(markdown(result))
     return result
 
 
@@ -469,9 +436,8 @@ def _with_ray(rows: list[FormatThroughput], frames: dict[str, pd.DataFrame], cfg
             ray.shutdown()
 
 
-def markdown(result: DataPathResult, flops_per_forward: float | None = None, mfu: float = 0.4,
-             peak_flops: float = A100_BF16_PEAK_FLOPS, n_draws: int = 501, classes: int = 2) -> str:
-    """The table of ``result`` (and, with ``flops_per_forward``, the cores per GPU for training and scoring)."""
+def markdown(result: DataPathResult) -> str:
+    """The table of ``result`` and the slowest format's decode rate per core (``meddiff plan --datapath``)."""
     pools = sorted({r.cpus for f in result.formats for r in f.ray})
     m, c = result.conditions["machine"], result.conditions
     lines = [f"# meddiff data path — {result.formats[0].images if result.formats else 0} images per format at "
@@ -490,20 +456,26 @@ def markdown(result: DataPathResult, flops_per_forward: float | None = None, mfu
         lines.append(f"| {f.name} | {f.mean_file_kib:.1f} | {f.images_per_s:.1f} | {f.images_per_cpu_s:.1f} | "
                      f"{f.decode_images_per_cpu_s:.1f} | {f.decode_ms:.2f} | {f.dwt_ms:.2f} | " + cells
                      + (" |" if pools else ""))
-    if flops_per_forward and result.formats:
+    if result.formats:
         slowest = min(result.formats, key=per_core)
-        train = gpu_images_per_s(training_flops_per_image(flops_per_forward), peak_flops, mfu)
-        score = gpu_images_per_s(scoring_flops_per_image(flops_per_forward, n_draws, classes), peak_flops, mfu)
-        lines += ["", f"Cores per GPU ({flops_per_forward / 1e9:.1f} GFLOP per forward, peak {peak_flops / 1e12:g} "
-                  f"TFLOP/s at MFU {mfu:g}; the slowest format, {slowest.name}, {per_core(slowest):.1f} img per "
-                  "CPU-second without the DWT):", "",
-                  "| regime | FLOPs per image | GPU img/s | cores per GPU |", "|---|---:|---:|---:|",
-                  f"| training (forward + backward ~ 3 forwards) | {training_flops_per_image(flops_per_forward):.3g} | "
-                  f"{train:.1f} | {cores_per_gpu(per_core(slowest), train):.2f} |",
-                  f"| scoring (N = {n_draws} x {classes} classes, no early exit) | "
-                  f"{scoring_flops_per_image(flops_per_forward, n_draws, classes):.3g} | {score:.3f} | "
-                  f"{cores_per_gpu(per_core(slowest), score):.4f} |"]
+        lines += ["", f"Slowest format: {slowest.name}, {per_core(slowest):.1f} images per CPU-second without the DWT "
+                  "(`meddiff plan CONFIG --datapath datapath.json` sizes CPUs per GPU actor from it)."]
     return "\n".join(lines) + "\n"
+
+
+def slowest_per_core(result: DataPathResult) -> float:
+    """The decode rate per core (``per_core``) of ``result``'s slowest format: what sizing CPUs per GPU assumes."""
+    if not result.formats:
+        raise ConfigError("datapath: the result has no formats measured")
+    return min(per_core(f) for f in result.formats)
+
+
+def read_datapath(path: str | Path) -> DataPathResult:
+    """A ``meddiff bench --data-path`` datapath.json, with an error naming the file when it is not one."""
+    try:
+        return DataPathResult.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: expected the datapath.json of `meddiff bench --data-path` ({exc})") from exc
 
 
 def per_core(f: FormatThroughput) -> float:
