@@ -20,7 +20,7 @@ PACKAGE = REPO / "platform" / "meddiff"
 # part -> layer (ARCHITECTURE.md, "Layers"); a part is a top-level module or a package, and each method package
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["meddiff", "errors", "config", "rules", "provenance", "device", "progress", "bundle", "durable",
-                     "method_registry", "raycluster"], 0),
+                     "method_registry", "raycluster", "tracking"], 0),
     **dict.fromkeys(["data", "results", "metrics"], 1),
     **dict.fromkeys(["models", "diffusion"], 2),
     "train": 3,
@@ -151,6 +151,14 @@ def test_dashboard_reads_results_only():
             if target.split(".")[0] in HEAVY:
                 bad.append(f"{path.relative_to(REPO)}:{line} imports {target}")
     assert not bad, "\n".join(bad)
+
+
+def test_only_tracking_imports_mlflow():
+    bad = [f"{path.relative_to(REPO)}:{line} imports {target}"
+           for root in (PACKAGE, REPO / "dashboard") for path in sorted(root.rglob("*.py"))
+           for line, target in imports(path) if target.split(".")[0] == "mlflow" and path != PACKAGE / "tracking.py"]
+    assert not bad, "\n".join(bad)
+    assert any(t.startswith("mlflow") for _, t in imports(PACKAGE / "tracking.py"))
 
 
 def test_reading_a_config_and_the_registries_imports_no_torch():

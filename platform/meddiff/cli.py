@@ -78,15 +78,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         "rule": args.rule, "limit": args.limit, "stopping": args.stopping, "delta": args.delta,
         "referral": args.referral and str(Path(args.referral).expanduser().resolve())})  # actors: other cwd
     data_cfg = _score_data_config(args.data, args.checkpoint)
+    tracking = _score_tracking(args)
     use_ray = args.ray or args.actors is not None or args.address is not None
     if use_ray:
         from meddiff.raycluster import ray_session
 
         with ray_session(ray_cfg.address):
             summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, ray_cfg=ray_cfg,
-                                       force_new=args.force_new)
+                                       force_new=args.force_new, tracking=tracking)
     else:
-        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new)
+        summary = score_checkpoint(args.checkpoint, data_cfg, score_cfg, args.out, force_new=args.force_new,
+                                   tracking=tracking)
     out = summary.get("out_dir", args.out)
     if Path(out) != Path(args.out):
         print(f"--force-new: {args.out} holds results of other settings; writing to {out}", file=sys.stderr)
@@ -97,6 +99,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         atomic_write_json(args.json, summary)
     return 0
+
+
+def _score_tracking(args: argparse.Namespace):
+    """The MLflow settings of a scoring job: the --config file's ``tracking`` section, else the checkpoint's training
+    config's, with the ``--set tracking.*`` overrides; None (the checkpoint's, in ``score_checkpoint``) without both."""
+    from meddiff.bundle import read_bundle
+    from meddiff.config import TrackingConfig, apply_overrides, config_from_json, from_dict, load_config, to_dict
+
+    sets = {k: v for k, v in _overrides(args.set).items() if k.startswith("tracking.")}
+    if not args.config and not sets:
+        return None
+    saved = read_bundle(args.checkpoint).metadata.get("config")
+    cfg = load_config(args.config) if args.config else config_from_json(saved) if saved else None
+    base = {"tracking": to_dict(cfg.tracking) if cfg else {}}
+    return from_dict(TrackingConfig, apply_overrides(base, sets)["tracking"], "tracking")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -117,6 +134,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from meddiff.bench.run import run_benchmark, run_scale
 
+    if args.data_path:
+        from meddiff.bench.datapath import DataPathConfig, run_datapath
+
+        run_datapath(args.out, DataPathConfig(images=args.images, ray_cpus=tuple(args.ray_actors)))
+        print(Path(args.out, "datapath.md").read_text())
+        return 0
     if args.scale:
         run_scale(args.out, sizes=tuple(args.scale_sizes))
     elif args.kernels:
@@ -137,8 +160,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from meddiff.sizing.plan import format_plan, plan_config
 
+    decode_rate = args.decode_rate
+    if args.datapath:
+        from meddiff.bench.datapath import read_datapath, slowest_per_core
+
+        decode_rate = slowest_per_core(read_datapath(args.datapath))
     plan = plan_config(args.config, gpu=args.gpu, gpus=args.gpus, mfu=args.mfu, cohort=args.cohort, bench=args.bench,
-                       decode_rate=args.decode_rate)
+                       decode_rate=decode_rate)
     print(format_plan(plan))
     if args.json:
         from meddiff.durable import atomic_write_json
@@ -413,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-sizes", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--kernels", action="store_true",
                    help="instead: fp32 vs bf16 autocast, channels-last and torch.compile for the checkpoint's denoiser")
+    p.add_argument("--data-path", action="store_true",
+                   help="instead: decode + resize + Haar DWT images/s per core at 256 px for JPEG, PNG and DICOM (--images "
+                        "per format; in process and on Ray pools of --ray-actors one-CPU actors), no checkpoint")
     p.set_defaults(func=cmd_bench)
 
     from meddiff.sizing.hardware import GPUS
@@ -427,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", help="a `meddiff bench` bench.json: early-exit rows from its NFE reductions")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU,
                    help="model FLOP utilisation assumed (default and why: meddiff.sizing.plan)")
-    p.add_argument("--decode-rate", type=float, help="images decoded per second per CPU core (meddiff.bench.datapath)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--decode-rate", type=float, help="images decoded per second per CPU core")
+    rate.add_argument("--datapath", help="a `meddiff bench --data-path` datapath.json: its slowest format's rate per core")
     p.add_argument("--json", help="write the plan as JSON here")
     p.set_defaults(func=cmd_plan)
 

@@ -348,6 +348,27 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking with MLflow (``meddiff.tracking``): training, scoring and report runs log their settings,
+    metrics, loss curve, bundle and report to an MLflow tracking store.
+
+    enabled: log to MLflow (``meddiff demo`` turns it on; off, nothing is imported or written).
+    uri: the tracking URI: "" = a local SQLite store ``<output_dir>/mlflow.db`` with artifacts in
+        ``<output_dir>/mlartifacts``; else any MLflow URI (``sqlite:///path.db``, ``http://host:5000``,
+        ``databricks``). Only a remote URI makes network calls.
+    experiment: the MLflow experiment ("" = the config's name).
+    log_bundle: upload the final bundle (weights included) as artifacts; false logs its metadata.json only.
+    parent_run_id: an MLflow run to nest this config's runs under ("" = top level; ``meddiff demo`` sets it).
+    """
+
+    enabled: bool = False
+    uri: str = ""
+    experiment: str = ""
+    log_bundle: bool = True
+    parent_run_id: str = ""
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one run needs; saved as config.json beside its checkpoints and results.
 
@@ -368,6 +389,7 @@ class ExperimentConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         from meddiff.method_registry import discover

@@ -4,16 +4,22 @@ It runs through Ray like a cluster job: a local embedded Ray cluster is started 
 in a Ray Train worker and scoring on a pool of Ray Data actors. Real data when ../shared/data (or $MEDDIFF_DATA) holds
 it, else built-in synthetic phantoms, so a fresh machine without data still runs end to end. Re-running continues where
 an interrupted demo stopped; ``fresh=True`` starts over.
+
+Tracking is on (``tracking.enabled``; ``--set tracking.enabled=false`` turns it off): one MLflow run ``demo <preset>``
+with the training run (logged by the Ray Train worker of rank 0) and the scoring run nested under it, in
+``<output_dir>/mlflow.db`` unless ``tracking.uri`` says otherwise; the last line is the ``mlflow ui`` command.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from meddiff import tracking
 from meddiff.config import data_root, load_config
 from meddiff.errors import ConfigError
 
@@ -47,25 +53,37 @@ def run_demo(dataset: str = "auto", output_dir: str = "runs", overrides: dict[st
     name = pick_dataset(dataset)
     preset = DEMOS[name][0]
     where = "real data" if DEMOS[name][1] else "synthetic phantoms (no real data found under " f"{data_root()})"
-    cfg = load_config(preset, {"output_dir": output_dir, **(overrides or {})})
+    cfg = load_config(preset, {"output_dir": output_dir, "tracking.enabled": True, **(overrides or {})})
     run_dir = Path(cfg.run_dir)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     print(f"[demo] {preset}: {where}; run folder {run_dir}", flush=True)
     t0 = time.monotonic()
     results = run_dir / "results" / cfg.score.split
-    with ray_session(cfg.ray.address):
-        print(f"[demo] Ray started; training with {cfg.ray.num_workers} Ray Train worker(s), scoring with "
-              f"{cfg.ray.actors} Ray Data actor(s)", flush=True)
-        bundle = fit(cfg)
-        t_train = time.monotonic() - t0
-        summary = score_checkpoint(bundle, cfg.data, cfg.score, results, ray_cfg=cfg.ray)
-    t_total = time.monotonic() - t0
-    summary.update(train_seconds=round(t_train, 1), total_seconds=round(t_total, 1), checkpoint=str(bundle),
-                   results=str(results), preset=preset)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    parent = tracking.open_run(cfg.tracking, cfg.output_dir, cfg.name, run_name=f"demo {preset}",
+                               tags={"meddiff.job": "demo"}, params={"preset": preset, "data": where})
+    with parent:
+        if parent.active:  # the training and scoring runs nest under this one
+            cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, parent_run_id=parent.run_id))
+        with ray_session(cfg.ray.address):
+            print(f"[demo] Ray started; training with {cfg.ray.num_workers} Ray Train worker(s), scoring with "
+                  f"{cfg.ray.actors} Ray Data actor(s)", flush=True)
+            bundle = fit(cfg)
+            t_train = time.monotonic() - t0
+            summary = score_checkpoint(bundle, cfg.data, cfg.score, results, ray_cfg=cfg.ray, tracking=cfg.tracking)
+        t_total = time.monotonic() - t0
+        summary.update(train_seconds=round(t_train, 1), total_seconds=round(t_total, 1), checkpoint=str(bundle),
+                       results=str(results), preset=preset)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        parent.log_metrics(summary, step=0)
+        parent.log_artifact(run_dir / "summary.json")
+    if parent.active:
+        summary["mlflow_run_id"] = parent.run_id
     print(f"\n[demo] {preset} — {cfg.score.split} split, N = {cfg.score.n_draws} draws per image")
     print(format_summary(summary))
     print(f"[demo] training {t_train:.0f} s, total {t_total:.0f} s")
     print(f"[demo] checkpoint {bundle}\n[demo] results    {results}")
+    if parent.active:
+        print(f"[demo] MLflow run {parent.run_id}; browse it with (the full mlflow package, see README):\n"
+              f"  mlflow ui --backend-store-uri {parent.uri}")
     return summary

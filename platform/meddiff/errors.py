@@ -34,3 +34,7 @@ class ImageFormatError(DataError):
 
 class ResultsFolderInUse(ResultsError):
     """A results folder holds rows scored with another checkpoint or other settings (its fingerprint differs)."""
+
+
+class TrackingError(MeddiffError):
+    """The MLflow tracking store of ``tracking.uri`` cannot be opened or refuses a run (``meddiff.tracking``)."""

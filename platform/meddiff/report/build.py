@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from meddiff import tracking
 from meddiff.errors import ConfigError
 from meddiff.provenance import code_version
 from meddiff.report import ablation as A
@@ -108,6 +109,8 @@ def build_report(
 
         written = {"card": write_card(runs, infos, tables, figures, [*subgroups, section, *extra_sections], out, n_boot)}
         log(f"[report] model card {written['card']['html']}")
+    for run in runs:  # the MLflow run of a tracked scoring job (its meta.json names it) gets the report too
+        tracking.reopen(run.meta.get(tracking.META_KEY), log).log_artifacts(out, "report")
     log(f"[report] {report} ({len(figures)} figures) in {time.monotonic() - t0:.1f}s")
     return {"report": str(report), "tables": {k: str(v) for k, v in paths.items()},
             "figures": {k: str(v) for k, v in figures.items()}, "runs": labels, **written}

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from meddiff.config import RayConfig, ScoreConfig, to_dict
+from meddiff.config import RayConfig, ScoreConfig, TrackingConfig, to_dict
 from meddiff.data import Manifest
 from meddiff.errors import DataError, ResultsError
 from meddiff.progress import Progress
@@ -16,6 +16,7 @@ from meddiff.results.store import METHOD_CAPABILITIES, THROUGHPUT, read_meta, up
 from meddiff.scoring.referral import load_referral
 from meddiff.scoring.fingerprint import result_settings
 from meddiff.scoring.shards import fresh_sibling, plan_shards, score_shard
+from meddiff.scoring.tracking import log_scoring, scoring_run
 
 FINGERPRINT = "fingerprint"  # meta.json key: {"digest", "settings"} of ``meddiff.scoring.fingerprint``
 
@@ -131,7 +132,7 @@ def checkpoint_manifest(bundle_meta: dict[str, Any], data_cfg, split: str) -> Ma
 
 def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir: str | Path,
                      log: Callable[[str], None] | None = None, ray_cfg: RayConfig | None = None,
-                     force_new: bool = False) -> dict[str, Any]:
+                     force_new: bool = False, tracking: TrackingConfig | None = None) -> dict[str, Any]:
     """Score ``cfg.split`` of ``data_cfg`` with a checkpoint (diffusion or baseline: its metadata ``kind`` decides) into
     ``out_dir`` and return the headline metrics.
 
@@ -142,6 +143,9 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
     A folder holding results of another checkpoint or settings is refused (``ResultsFolderInUse``); with
     ``force_new`` the job goes to the first fresh sibling ``OUT-2``, ``OUT-3``, ... instead. The summary's
     ``out_dir`` is the folder written.
+
+    The job is an MLflow run when ``tracking`` (default: the checkpoint's training config's) is enabled
+    (``meddiff.scoring.tracking``).
     """
     import dataclasses
 
@@ -159,17 +163,19 @@ def score_checkpoint(checkpoint: str | Path, data_cfg, cfg: ScoreConfig, out_dir
         from meddiff.scoring.fingerprint import digest
 
         out_dir = fresh_sibling(out_dir, digest(settings))
-    if ray_cfg is None:
-        from meddiff.methods import load_predictor
+    with scoring_run(bundle, cfg, decoded, out_dir, tracking, ray_cfg, log) as tracked:
+        if ray_cfg is None:
+            from meddiff.methods import load_predictor
 
-        run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log, settings=settings)
-    else:
-        from meddiff.scoring.ray_pipeline import score_with_ray
+            run = score_manifest(load_predictor(bundle.path, cfg), manifest, out_dir, cfg, log=log, settings=settings)
+        else:
+            from meddiff.scoring.ray_pipeline import score_with_ray
 
-        run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log,
-                             settings=settings)
-    summary = summarize_results(read_results(out_dir), len(bundle.class_names),
-                                votes=registry_capabilities(bundle.metadata.get("kind")).votes)
-    summary.update(run)
+            run = score_with_ray(bundle.path, bundle.metadata, manifest, out_dir, cfg, ray_cfg, log=log,
+                                 settings=settings)
+        summary = summarize_results(read_results(out_dir), len(bundle.class_names),
+                                    votes=registry_capabilities(bundle.metadata.get("kind")).votes)
+        summary.update(run)
+        log_scoring(tracked, summary, out_dir)
     summary["out_dir"] = str(out_dir)
     return summary

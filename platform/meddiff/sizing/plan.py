@@ -26,7 +26,8 @@ Assumptions (each is a parameter or a constant below, printed with the plan):
 - Ray. Scoring actors hold one copy of the scoring networks each; a GPU is compute-bound with one actor whose batch
   fills it, so one actor per GPU (``ray.gpus_per_actor`` of the config below 1 asks for more: they are checked
   against memory). An actor decodes its own images: CPUs per actor = the GPU's images/s over the decode rate of one
-  core (``--decode-rate``, images/s/core, measured by ``meddiff.bench.datapath``).
+  core (``--decode-rate``, images/s/core, measured by ``meddiff.bench.datapath``); a training worker likewise needs
+  its GPU's training images/s over that rate.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Plan:
     gpu: str
     gpus: int
     precision: str
+    score_precision: str
     mfu: float
     memory_margin: float
     networks: dict[str, "Footprint"]
@@ -91,6 +93,7 @@ class Plan:
     train_steps: int
     train_hours: float
     train_gpu_hours: float
+    train_images_per_s: float
     # scoring
     n_draws: int
     classes: int
@@ -113,6 +116,7 @@ class Plan:
     actor_images_per_s: float = 0.0
     decode_rate: float | None = None
     cpus_per_actor: int | None = None
+    cpus_per_worker: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -184,6 +188,16 @@ def early_exit_rows(bench: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     return rows
 
 
+def check_options(gpus: int, mfu: float, decode_rate: float | None) -> None:
+    """The plan's own options (before anything is measured)."""
+    if gpus < 1:
+        raise ConfigError(f"--gpus: expected at least 1 GPU, got {gpus}")
+    if not 0.0 < mfu <= 1.0:
+        raise ConfigError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
+    if decode_rate is not None and not decode_rate > 0:
+        raise ConfigError(f"--decode-rate: expected images/s per CPU core > 0, got {decode_rate}")
+
+
 def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus: int, classes: int,
               mfu: float = DEFAULT_MFU, cohort: int = 0, bench: Mapping[str, Any] | None = None,
               decode_rate: float | None = None, margin: float = MEMORY_MARGIN, config_name: str = "",
@@ -193,12 +207,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     votes: the method classifies by draws whose count early exit cuts (the registry's ``votes``); only then does a
     bench file give early-exit rows.
     """
-    if gpus < 1:
-        raise ConfigError(f"--gpus: expected at least 1 GPU, got {gpus}")
-    if not 0.0 < mfu <= 1.0:
-        raise ConfigError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
-    if decode_rate is not None and not decode_rate > 0:
-        raise ConfigError(f"--decode-rate: expected images/s per CPU core > 0, got {decode_rate}")
+    check_options(gpus, mfu, decode_rate)
     notes: list[str] = []
     usable = gpu.memory_bytes * (1.0 - margin)
     precision = cfg.train.precision
@@ -217,12 +226,14 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     t_flops = train_flops_per_image(fp)
     train_total = cfg.train.steps * global_batch * t_flops
     train_seconds = train_total / (gpus * peak * mfu)
+    train_rate = peak * mfu / t_flops if t_flops else float("inf")  # images per second per GPU
 
     # 2. scoring: forwards and FLOPs per image, memory, cohort
     scoring = {n: f for n, f in fp.items() if f.score_forwards > 0}
     draw_scaled = {n for n, f in scoring.items() if votes and f.score_forwards == cfg.score.n_draws * classes}
     s_flops = sum(f.flops_per_forward * f.score_forwards for f in scoring.values())
-    score_seconds = s_flops / (peak * mfu)
+    score_peak = gpu.peak_flops(cfg.score.precision)
+    score_seconds = s_flops / (score_peak * mfu)
     images_per_s = 1.0 / score_seconds if score_seconds else float("inf")
     weights = sum(f.weight_bytes for f in scoring.values())
     # images in flight share one forward batch: a diffusion classifier runs every class of every image in it
@@ -250,7 +261,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
         fixed = sum(f.flops_per_forward * f.score_forwards for n, f in scoring.items() if n not in draw_scaled)
         scaled = s_flops - fixed
         for rule, reduction, agreement in early_exit_rows(bench):
-            sec = (fixed + scaled / reduction) / (peak * mfu)
+            sec = (fixed + scaled / reduction) / (score_peak * mfu)
             rows.append(EarlyExit(rule, round(reduction, 3), agreement, sec, cohort * sec / 3600.0))
 
     # 4. Ray: actors per GPU (memory-checked), CPUs per actor from the decode rate
@@ -262,6 +273,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
         notes.append(f"ray: gpus_per_actor {cfg.ray.gpus_per_actor} asks for {asked} actors per GPU; {fit_actors} fit")
     actor_rate = images_per_s / actors
     cpus = math.ceil(actor_rate / decode_rate) if decode_rate else None
+    worker_cpus = math.ceil(train_rate / decode_rate) if decode_rate else None
     if cpus is not None and cpus > cfg.ray.cpus_per_actor:
         notes.append(f"ray: decoding bounds scoring: an actor needs {cpus} CPUs to keep its GPU share busy; with the "
                      f"config's ray.cpus_per_actor = {cfg.ray.cpus_per_actor:g} it decodes "
@@ -271,20 +283,37 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     params = sum(f.parameters for f in fp.values())
     trainable = sum(f.trainable_parameters for f in fp.values())
     return Plan(
-        config=config_name or cfg.name, method=cfg.method, gpu=gpu.name, gpus=gpus, precision=precision, mfu=mfu,
+        config=config_name or cfg.name, method=cfg.method, gpu=gpu.name, gpus=gpus, precision=precision,
+        score_precision=cfg.score.precision, mfu=mfu,
         memory_margin=margin, networks=dict(fp), parameters=params, trainable_parameters=trainable,
         train_static_bytes=int(static), train_bytes_per_image=per_image, train_max_batch_per_gpu=max_batch,
         train_global_batch=global_batch, train_batch_per_gpu=batch_per_gpu, train_fits=fits,
         train_flops_per_image=t_flops, train_steps=cfg.train.steps, train_hours=train_seconds / 3600.0,
-        train_gpu_hours=train_seconds * gpus / 3600.0, n_draws=cfg.score.n_draws, classes=classes,
+        train_gpu_hours=train_seconds * gpus / 3600.0, train_images_per_s=train_rate, n_draws=cfg.score.n_draws, classes=classes,
         draws=bool(draw_scaled),
         score_forwards={n: f.score_forwards for n, f in fp.items()}, score_flops_per_image=s_flops,
         score_seconds_per_image=score_seconds, score_images_per_s=images_per_s, score_weight_bytes=int(weights),
         score_bytes_per_image=act_per_image, score_max_images_in_flight=max_in_flight, score_images_in_flight=in_flight,
         cohort=cohort, cohort_gpu_hours=cohort_gpu_h, cohort_hours=cohort_gpu_h / gpus, early_exit=tuple(rows),
         early_exit_note=ee_note, actors_per_gpu=actors, actor_images_per_s=actor_rate, decode_rate=decode_rate,
-        cpus_per_actor=cpus, notes=tuple(notes),
+        cpus_per_actor=cpus, cpus_per_worker=worker_cpus, notes=tuple(notes),
     )
+
+
+_FOOTPRINTS: dict[tuple[str, str], dict] = {}
+
+
+def config_footprint(path: Path) -> dict[str, "Footprint"]:
+    """``footprint(path)``, measured once per process for a config file's content (planning one config for several
+    GPUs or options measures its networks once)."""
+    import hashlib
+
+    from meddiff.sizing.footprint import footprint
+
+    key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
+    if key not in _FOOTPRINTS:
+        _FOOTPRINTS[key] = footprint(path)
+    return _FOOTPRINTS[key]
 
 
 def plan_config(config: str | Path, gpu: str = "a100", gpus: int = 1, mfu: float = DEFAULT_MFU, cohort: int = 0,
@@ -293,15 +322,15 @@ def plan_config(config: str | Path, gpu: str = "a100", gpus: int = 1, mfu: float
     """``meddiff plan``: the config file's networks measured on the meta device, projected onto ``gpus`` x ``gpu``."""
     from meddiff.config import load_config, resolve_config_path
     from meddiff.methods import get_method
-    from meddiff.sizing.footprint import footprint
     from meddiff.sizing.hardware import get_gpu
     from meddiff.sizing.networks import num_classes
 
+    check_options(gpus, mfu, decode_rate)
     spec = get_gpu(gpu)
     bench_data = read_bench(bench) if bench is not None else None
-    path = resolve_config_path(config)
+    path = Path(resolve_config_path(config))
     cfg = load_config(path)
-    fp = footprint(path)
+    fp = config_footprint(path)
     return make_plan(cfg, fp, spec, gpus, num_classes(cfg), mfu=mfu, cohort=cohort, bench=bench_data,
                      decode_rate=decode_rate, margin=margin, config_name=Path(path).name,
                      votes=get_method(cfg.method).votes)
@@ -332,7 +361,8 @@ def _static_parts(p: Plan) -> str:
 
 def format_plan(p: Plan) -> str:
     """The plan as the table ``meddiff plan`` prints."""
-    lines = [f"meddiff plan: {p.config} (method {p.method}) on {p.gpus} x {p.gpu}, {p.precision}, MFU {p.mfu:.2f}, "
+    precision = p.precision if p.precision == p.score_precision else f"train {p.precision}, score {p.score_precision}"
+    lines = [f"meddiff plan: {p.config} (method {p.method}) on {p.gpus} x {p.gpu}, {precision}, MFU {p.mfu:.2f}, "
              f"{100 * p.memory_margin:.0f} % of GPU memory kept free",
              "", "networks (full size, measured on the meta device; activations in the config's precision)",
              f"  {'network':16s} {'params':>10s} {'trainable':>10s} {'FLOPs/fwd':>11s} {'train act/img':>14s} "
@@ -348,7 +378,8 @@ def format_plan(p: Plan) -> str:
               f"{_gib(p.train_bytes_per_image)} per image -> at most {p.train_max_batch_per_gpu} images per GPU "
               f"({'fits' if p.train_fits else 'DOES NOT FIT'})",
               f"  {_si(p.train_flops_per_image, 'FLOP')} per image (forward + backward); "
-              f"{_hours(p.train_hours)} on {p.gpus} GPU(s) = {p.train_gpu_hours:.1f} GPU-hours",
+              f"{_hours(p.train_hours)} on {p.gpus} GPU(s) = {p.train_gpu_hours:.1f} GPU-hours "
+              f"({p.train_images_per_s:.3g} images/s per GPU)",
               "", f"scoring: {f'N = {p.n_draws}, ' if p.draws else ''}{p.classes} classes; forwards per image: "
               + ", ".join(f"{n} {v:g}" for n, v in p.score_forwards.items()),
               f"  {_si(p.score_flops_per_image, 'FLOP')} per image: {p.score_seconds_per_image:.3g} s per image on "
@@ -372,6 +403,9 @@ def format_plan(p: Plan) -> str:
             "CPUs per actor: give --decode-rate (images/s per core, measured by meddiff.bench.datapath)")
     lines += ["", f"ray: {p.actors_per_gpu} scoring actor(s) per GPU, {p.actors_per_gpu * p.gpus} in all, "
                   f"{p.actor_images_per_s:.3g} images/s each; {cpus}"]
+    if p.cpus_per_worker is not None:
+        lines.append(f"  training: {p.cpus_per_worker} CPUs per Ray Train worker decode its "
+                     f"{p.train_images_per_s:.3g} images/s")
     if p.notes:
         lines += [""] + [f"note: {n}" for n in p.notes]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from meddiff import tracking
 from meddiff.config import ExperimentConfig, save_config, to_dict
 from meddiff.data import ImageDecoder, Manifest, ManifestDataset, build_manifest
 from meddiff.data.leakage import summary_line as leakage_summary
@@ -38,6 +39,7 @@ from meddiff.device import autocast_dtype, set_threads
 from meddiff.diffusion.ema import EMA
 from meddiff.errors import CheckpointError, ConfigError, DataError
 from meddiff.progress import Progress
+from meddiff.provenance import code_version
 from meddiff.train.batches import bytes_needed, decode_split, training_batches
 from meddiff.bundle import check_resumable, load_train_state, save_bundle
 from meddiff.train.context import LocalContext
@@ -182,7 +184,52 @@ def run_loop(
         validate: rank 0 only, at every checkpoint: (inference model) -> {"val_accuracy": ..., ...}, logged and stored
             in the bundle's metadata.
         ema: the EMA of ``network`` (bundles then hold the EMA weights once it has started, as in ``train.loop``).
+
+    With ``tracking.enabled``, rank 0 also logs to MLflow (``training_run``): the flattened config as params, the
+    code version as a tag, the logged means, ``lr`` and ``steps_per_s`` at every logging step (the loss curve is the
+    metric history), the val metrics, the final bundle (or its metadata.json), ``loss.png`` and ``metrics.jsonl``.
     """
+    with training_run(setup, network) as run:
+        return _train(setup, network, step_fn, metadata, validate, ema, loss_label, run)
+
+
+def training_run(setup: RunSetup, network: nn.Module) -> tracking.TrackedRun | tracking.NoRun:
+    """Rank 0's MLflow run of this training (``tracking.NO_RUN`` on other ranks or with tracking off): the run named
+    in the run folder's ``mlflow_run_id`` when it exists with the same params (a resumed or restarted run continues
+    its curve), else a new one."""
+    cfg, ctx = setup.cfg, setup.ctx
+    if not ctx.is_main or not cfg.tracking.enabled:
+        return tracking.NO_RUN
+    id_file = setup.run_dir / tracking.RUN_ID_FILE
+    params = {**tracking.flatten(to_dict(cfg)), "parameters": sum(p.numel() for p in network.parameters()),
+              "world_size": ctx.world_size}
+    run = tracking.open_run(cfg.tracking, cfg.output_dir, cfg.name, run_name=f"train {cfg.name}",
+                            tags={"meddiff.job": "train", "meddiff.method": setup.kind,
+                                  "meddiff.code_version": code_version(), "meddiff.run_dir": str(setup.run_dir)},
+                            params=params, resume_run_id=id_file.read_text().strip() if id_file.is_file() else "",
+                            log=ctx.log)
+    if run.active:
+        setup.run_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run.run_id + "\n")
+        ctx.log(f"[train] MLflow run {run.run_id} at {run.uri}")
+    return run
+
+
+def log_bundle(run: tracking.TrackedRun | tracking.NoRun, bundle: Path, whole: bool) -> None:
+    """The final bundle as the run's ``bundle/`` artifacts (weights included), or only its metadata.json."""
+    import json
+
+    model_id = json.loads((bundle / "metadata.json").read_text()).get("model_id", "")
+    run.set_tags({"meddiff.bundle": bundle.name, "meddiff.model_id": model_id})
+    if whole:
+        run.log_artifacts(bundle, "bundle")
+    else:
+        run.log_artifact(bundle / "metadata.json", "bundle")
+
+
+def _train(setup: RunSetup, network: nn.Module, step_fn: StepFn, metadata: dict[str, Any],
+           validate: Callable[[nn.Module], dict[str, float]] | None, ema: EMA | None, loss_label: str,
+           run: tracking.TrackedRun | tracking.NoRun) -> Path | None:
     cfg, ctx, tc, device = setup.cfg, setup.ctx, setup.cfg.train, setup.device
     optimizer = torch.optim.Adam(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = 0
@@ -219,6 +266,7 @@ def run_loop(
     max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
     net.train()
     t_start = time.monotonic()
+    t_last, step_last = t_start, start
     for step, (pixels, labels) in zip(range(start + 1, tc.steps + 1), batches):
         lr = lr_at(step, tc.lr, tc.warmup_steps)
         for group in optimizer.param_groups:
@@ -246,6 +294,10 @@ def run_loop(
                 append_metrics(metrics_file, {"step": step, **means, "lr": lr, "grad_norm": float(grad_norm),
                                            "elapsed_s": round(time.monotonic() - t_start, 2),
                                            "resumed_from_step": start})
+                now = time.monotonic()
+                run.log_metrics({**means, "lr": lr, "grad_norm": float(grad_norm),
+                                 "steps_per_s": (step - step_last) / max(now - t_last, 1e-9)}, step)
+                t_last, step_last = now, step
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             bundle = None
             report = {"step": step, "loss": float(loss.item())}
@@ -257,6 +309,7 @@ def run_loop(
                     metadata.update(val)
                     report.update(val)
                     append_metrics(metrics_file, {"step": step, **val})
+                    run.log_metrics(val, step)
                     ctx.log(f"[train] step {step}: " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in val.items()))
                 state = {"step": step}
                 if ema is not None:
@@ -266,9 +319,14 @@ def run_loop(
                                      keep=tc.keep_checkpoints)
                 last_bundle = bundle
                 ctx.log(f"[train] saved {bundle}")
+                if step == tc.steps:  # before ctx.report: Ray Train moves the bundle away
+                    log_bundle(run, bundle, cfg.tracking.log_bundle)
             ctx.report(report, bundle)
     if ctx.is_main and metrics_file.is_file():
         plot_metrics(metrics_file, setup.run_dir / "loss.png", loss_label)
+        for name in ("loss.png", "metrics.jsonl"):
+            if (setup.run_dir / name).is_file():
+                run.log_artifact(setup.run_dir / name)
     if last_bundle is None and ctx.is_main:  # other ranks never write bundles
         raise CheckpointError(f"{cfg.run_dir}: training finished without writing a checkpoint")
     return last_bundle
