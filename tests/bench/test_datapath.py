@@ -1,6 +1,6 @@
 """The data-path benchmark's plumbing (never its speed): real images written per format decode to the same pixels and
-coefficients, the Ray path runs the scoring pipeline's shards on a real local cluster, the JSON has its keys, and
-`meddiff plan --datapath` sizes CPUs per GPU from the slowest format."""
+coefficients, the CLI writes its JSON, and `meddiff plan --datapath` sizes CPUs per GPU from the slowest format (the Ray
+pipeline: tests/ray/test_datapath_pipeline.py)."""
 
 import json
 import math
@@ -14,8 +14,8 @@ import torch
 
 from tests.conftest import SHARED_DATA, require_data
 from meddiff.bench.datapath import (
-    DataPathConfig, DataPathResult, decode_and_transform, file_frame, local_throughput, per_core, read_datapath,
-    run_datapath, slowest_per_core, source_pixels, write_files,
+    DataPathConfig, decode_and_transform, file_frame, local_throughput, read_datapath, slowest_per_core, source_pixels,
+    write_files,
 )
 from meddiff.data import ImageDecoder
 from meddiff.data.wavelet import haar_dwt
@@ -29,18 +29,6 @@ MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "png": (0, b"\x89PNG"), "dicom": (128, b"
 def isic_root():
     require_data("isic_skin_180/labels.csv")
     return SHARED_DATA
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    # logical CPUs beyond the 2 physical ones keep Ray Data's bookkeeping tasks schedulable beside the actors
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "dicom"])
@@ -67,35 +55,6 @@ def test_real_images_per_format_decode_to_their_pixels_and_coefficients(isic_roo
         assert torch.allclose(images, expected, atol=1e-5)
     timing = local_throughput(decoder, frame, shard_size=2, repeats=1)
     assert all(math.isfinite(x) and x >= 0 for x in astuple(timing)) and timing.decode_cpu_s > 0
-
-
-@pytest.mark.slow
-def test_ray_path_runs_the_scoring_shards_on_every_actor_and_writes_its_json(isic_root, ray_cluster, tmp_path):
-    cfg = DataPathConfig(images=8, formats=("dicom",), colours=("gray",), ray_cpus=(1, 2), repeats=1)
-    result = run_datapath(tmp_path, cfg, data_root=isic_root, log=lambda _line: None)
-    assert ray_cluster.is_initialized()  # a cluster it did not start is left running
-    data = json.loads((tmp_path / "datapath.json").read_text())
-    assert data == json.loads(json.dumps(result.to_dict()))
-    assert DataPathResult.from_dict(data) == result
-    assert set(data) == {"source", "image_size", "channels", "aspect", "conditions", "formats"}
-    assert {"machine", "load_average_before", "load_average_after"} <= set(data["conditions"])
-    assert [f["name"] for f in data["formats"]] == ["DICOM gray"]
-    for f in data["formats"]:
-        assert {"mean_file_kib", "total_file_mib", "images_per_s", "images_per_cpu_s", "decode_images_per_cpu_s",
-                "decode_ms", "dwt_ms"} <= set(f)
-        assert f["images"] == 8 and f["mean_file_kib"] > 0
-        assert [r["cpus"] for r in f["ray"]] == [1, 2]
-        for r in f["ray"]:
-            # plan_shards cuts at least 2 shards per actor; every actor of the pool scored some
-            assert r["shards"] == 2 * r["cpus"] and r["actors_used"] == r["cpus"]
-            assert r["images_per_s"] > 0 and 0 < r["images_per_cpu_s"] <= r["decode_images_per_cpu_s"]
-            assert r["images_per_s_per_core"] == pytest.approx(r["images_per_s"] / r["cpus"], abs=0.1)
-    text = (tmp_path / "datapath.md").read_text()
-    assert "| DICOM gray |" in text and "Ray 2 CPU" in text
-    assert read_datapath(tmp_path / "datapath.json") == result
-    # sizing uses one actor's decode rate per CPU-second without the DWT
-    assert slowest_per_core(result) == per_core(result.formats[0]) == data["formats"][0]["ray"][0]["decode_images_per_cpu_s"]
-    assert f"{slowest_per_core(result):.1f} images per CPU-second" in text
 
 
 def test_cli_data_path_in_process_only(isic_root, tmp_path, monkeypatch, capsys):
