@@ -113,7 +113,7 @@ def test_the_gpu_table():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,params", [("chexpert-unet-a100", 385_787_148), ("chexpert-dit-a100", 138_500_544)])
+@pytest.mark.parametrize("name,params", [("chexpert-unet-a100", 275_579_148), ("chexpert-dit-a100", 138_500_544)])
 def test_meddiff_plan_with_and_without_a_bench_file(name, params, tmp_path, capsys):
     config = str(CONFIGS / f"{name}.yaml")
     out = tmp_path / "plan.json"

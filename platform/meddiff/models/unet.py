@@ -4,7 +4,7 @@ How the class enters, by ``conditioning``:
 - ``cross_attention`` (the paper, Appendix B.3): a learned embedding table (``nn.Embedding(num_classes + 1, dim)``, the
   last row is the null class of classifier-free guidance) gives a length-1 context sequence [B, 1, dim] that the
   cross-attention layers of the levels listed in ``attention`` attend to (diffusers ``UNet2DConditionModel``).
-  Paper: cross_attention_dim 512, cross-attention at 16 x 16 and below.
+  Paper: cross_attention_dim 512, cross-attention at 16 x 16 (and in the mid block, always cross-attention here).
 - ``embedding`` (cheaper, for tiny CPU models): the class embedding is added to the time embedding and reaches every
   ResNet block through its scale/shift (diffusers ``UNet2DModel`` with ``num_class_embeds``); ``attention`` levels get
   self-attention.
@@ -23,7 +23,8 @@ from meddiff.errors import ConfigError
 @dataclass(frozen=True)
 class UNetConfig:
     """UNet sizes. Paper (A100, 12 x 128 x 128 wavelets): block_out_channels (128, 128, 256, 512, 1024), i.e. 128 x
-    (1, 1, 2, 4, 8); layers_per_block 2; attention at the 16 x 16 and 8 x 8 levels; cross_attention_dim 512."""
+    (1, 1, 2, 4, 8); layers_per_block 2; attention (False, False, False, True, False): the 16 x 16 level (+ the mid
+    block at 8 x 8); cross_attention_dim 512."""
 
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1

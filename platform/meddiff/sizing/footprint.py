@@ -6,7 +6,7 @@ Conventions:
   matrix products torch registers formulas for (``mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions and transposed
   convolutions, scaled-dot-product attention: QK^T and AV). Elementwise work (normalisation, activations, softmax,
   additions) is not counted: it is memory-bound and < 1 % of these networks' multiply-adds. Counted on the ``meta``
-  device, where only shapes exist, so the 385.8 M-parameter UNet costs no compute; FLOPs are per forward of ONE image
+  device, where only shapes exist, so the 275.6 M-parameter UNet costs no compute; FLOPs are per forward of ONE image
   (linear in the batch).
 - Training activations (``saved_bytes``): the tensors autograd saves for the backward pass, seen through
   ``torch.autograd.graph.saved_tensors_hooks`` and counted once per storage (views share their base), parameters and

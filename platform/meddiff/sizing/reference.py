@@ -56,10 +56,8 @@ _DIT_OURS_VS_PEEBLES = (
     ("output: 12 channels (v only) vs 8 (eps + learned sigma) per 4 x 4 patch", (12 - 8) * 16 * 769),
 )
 _UNET_OURS_VS_PAPER = (
-    ("cross-attention transformers at the 8 x 8 level too (down: 2, 1024 channels): the config reads cross_attn_res "
-     "16 as '16 x 16 and below'; the paper's code attends at 16 x 16 only (+ the mid block)", 44_083_200),
-    ("the same at the 8 x 8 level of the decoder (3 transformers)", 66_124_800),
-    ("no 512 -> 512 text_proj of the class context (the paper's encoder_hid_dim_type='text_proj')", -(512 * 512 + 512)),
+    ("no 512 -> 512 text_proj of the class context (the paper's encoder_hid_dim_type='text_proj'): a linear map of a "
+     "learned embedding, which the embedding itself can represent", -(512 * 512 + 512)),
     ("the class context table nn.Embedding(2 + null, 512) (the paper's lives outside its UNet)", 3 * 512),
 )
 _PAPER_UNET = 275_840_268
@@ -68,7 +66,7 @@ _PAPER_UNET_NOTE = ("paper code: UNet2DConditionModel, 12 -> 12 channels, (128, 
 
 REFERENCES: dict[str, ReferenceCount] = {
     "paper_unet": ReferenceCount(
-        "UNet, paper B.3 (12 x 128 x 128 Haar wavelets)", 385_787_148, _PAPER_UNET, _PAPER_UNET_NOTE,
+        "UNet, paper B.3 (12 x 128 x 128 Haar wavelets)", 275_579_148, _PAPER_UNET, _PAPER_UNET_NOTE,
         _UNET_OURS_VS_PAPER),
     "paper_dit": ReferenceCount(
         "DiT-B/4, paper B.4 (12 x 128 x 128 Haar wavelets)", 138_500_544, 130_475_648,
