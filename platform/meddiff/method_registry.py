@@ -36,7 +36,8 @@ class Method:
     ``"module:attribute"`` references; votes: whether its rows carry majority votes over noise draws
     (pred_vote/pred_average/votes), which the vote-vs-average ablations need; counterfactual: the sampler factory
     ``meddiff explain`` uses, or None when the method cannot re-generate an image under another class (and
-    counterfactual_note says why); short: its name in report tables (default: name)."""
+    counterfactual_note says why); short: its name in report tables (default: name); sizing: the function that builds
+    the method's networks at full size for ``meddiff plan`` / ``meddiff prove`` (``meddiff.methods.sizing``), or None."""
 
     name: str
     train: str
@@ -46,6 +47,7 @@ class Method:
     counterfactual: str | None = None
     counterfactual_note: str = ""
     short: str = ""
+    sizing: str | None = None
 
     def __post_init__(self) -> None:
         if not self.short:

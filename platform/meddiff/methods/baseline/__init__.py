@@ -8,4 +8,5 @@ from meddiff.method_registry import Method, register
 
 register(Method("baseline", f"{__name__}.train:train_baseline", f"{__name__}.predictor:BaselinePredictor", votes=False,
                 description="discriminative timm classifier with the paper's augmentations",
-                counterfactual_note="a discriminative classifier cannot re-generate an image under another class"))
+                counterfactual_note="a discriminative classifier cannot re-generate an image under another class",
+                sizing=f"{__name__}.sizing:full_size"))

@@ -11,4 +11,5 @@ from meddiff.method_registry import Method, register
 register(Method("diffusion", f"{__name__}.train:train_diffusion", f"{__name__}.predictor:DiffusionPredictor", votes=True,
                 description="conditional diffusion model as a majority-vote classifier (Favero et al.)",
                 counterfactual=f"{__name__}.counterfactual:load_counterfactuals",
-                short="DM"))
+                short="DM",
+                sizing=f"{__name__}.sizing:full_size"))
