@@ -40,11 +40,25 @@ from typing import Any, Sequence
 
 from meddiff.errors import MeddiffError
 
-# The paper's architectures at 256 px (inputs 12 x 128 x 128 after the Haar transform for the pixel-space diffusion
-# models; 3 x 256 x 256 for the classifiers): parameters of the network as configured (2 classes) and tensor shapes
-# at batch 1. ``levels`` are the UNet's features after each down block and the mid block ([C, H, W]).
-_UNET_LEVELS = ([128, 64, 64], [128, 32, 32], [256, 16, 16], [512, 8, 8], [1024, 8, 8], [1024, 8, 8])
-EXPECTED: dict[str, dict[str, Any]] = {}
+# The paper's architectures at 256 px, 2 classes (Favero et al. 2025): the networks each config builds, their
+# parameters and tensor shapes at batch 1. Diffusion denoisers take the Haar wavelet image 12 x 128 x 128 and return
+# the v-prediction of the same shape; ``levels`` are a UNet's features [C, H, W] at each resolution (the first
+# residual output of every down block) and after its mid block. Classifiers take 3 x 256 x 256 and return 2 logits;
+# their counts are timm's architectures with a 2-class head.
+_WAVELET = [1, 12, 128, 128]
+_IMAGE, _LOGITS = [1, 3, 256, 256], [1, 2]
+PAPER_UNET = {"parameters": 385_787_148, "input_shape": _WAVELET, "output_shape": _WAVELET,  # B.3: 385.8 M
+              "levels": [[128, 128, 128], [128, 64, 64], [256, 32, 32], [512, 16, 16], [1024, 8, 8], [1024, 8, 8]]}
+PAPER_DIT = {"parameters": 138_500_544, "input_shape": _WAVELET, "output_shape": _WAVELET}  # B.4: DiT-B/4
+TIMM_CLASSIFIERS = {"resnet18": 11_177_538, "resnet50": 23_512_130, "efficientnet-b0": 4_010_110,
+                    "efficientnet-b4": 17_552_202, "swin-b": 86_745_274, "vit-b16": 85_846_274, "vit-s16": 21_689_474}
+EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
+    "chexpert-unet-paper": {"denoiser": PAPER_UNET},
+    "isic-unet-paper": {"denoiser": PAPER_UNET},
+    "chexpert-dit-paper": {"denoiser": PAPER_DIT},
+    **{f"{data}-{net}-paper": {"classifier": {"parameters": n, "input_shape": _IMAGE, "output_shape": _LOGITS}}
+       for data in ("chexpert", "isic") for net, n in TIMM_CLASSIFIERS.items()},
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class ProofResult:
     networks: list[NetworkProof] = field(default_factory=list)
     precision: str = ""
     step_seconds: float | None = None
+    train_cpu_seconds: float | None = None
     peak_rss_gb: float | None = None
     bundle_gb: float | None = None
     scored: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -184,29 +199,38 @@ def _shape(value) -> list[int] | None:
     return _shape(sample) if sample is not None else None
 
 
-def network_proofs(cfg) -> list[NetworkProof]:
-    """Every network of ``cfg`` at full size on the meta device, with parameters, FLOPs and shapes at batch 1."""
+def _level_shape(out) -> list[int]:
+    """[C, H, W] of a UNet level: a down block returns (hidden, (residual outputs...)); its first residual output is
+    at the level's resolution (before the downsampler); a mid block returns its features."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], tuple) and out[1]:
+        return _shape(out[1][0])[1:]
+    return _shape(out)[1:]
+
+
+def network_proofs(cfg, config_dir: Path | None = None) -> list[NetworkProof]:
+    """Every network of ``cfg`` at full size on the meta device, with parameters, FLOPs and shapes at batch 1
+    (``config_dir``: the config file's folder, where a D-Cube config finds its frozen model's config)."""
     import torch
 
     from meddiff.sizing.footprint import flops_per_forward
     from meddiff.sizing.networks import example_inputs, full_size_networks
 
     proofs = []
-    for name, model in full_size_networks(cfg, device="meta").items():
+    for name, model in full_size_networks(cfg, device="meta", config_dir=config_dir).items():
         params = sum(p.numel() for p in model.parameters())
-        inputs = example_inputs(cfg, name, 1, "meta")
+        inputs = tuple(example_inputs(cfg, name, 1, "meta", config_dir=config_dir))
         levels: list[list[int]] = []
         hooks = []
         for mod_name, mod in model.named_modules():
             last = mod_name.rsplit(".", 1)[-1]
             parent = mod_name.rsplit(".", 2)[-2] if mod_name.count(".") >= 1 else ""
             if (parent == "down_blocks" and last.isdigit()) or last == "mid_block":
-                hooks.append(mod.register_forward_hook(lambda _m, _i, out: levels.append(_shape(out)[1:])))
+                hooks.append(mod.register_forward_hook(lambda _m, _i, out: levels.append(_level_shape(out))))
         with torch.no_grad():
-            out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(**inputs)
+            out = model(*inputs)
         for h in hooks:
             h.remove()
-        first = inputs[0] if isinstance(inputs, (tuple, list)) else next(iter(inputs.values()))
+        first = inputs[0]
         try:
             flops = float(flops_per_forward(model, inputs))
         except Exception:  # noqa: BLE001 - a network the FLOP counter cannot trace still gets its other figures
@@ -337,7 +361,7 @@ def prove(config_path: str | Path, workdir: str | Path, rules: Sequence[str] | N
     cfg = load_config(config_path)
     result = ProofResult(config=str(config_path), name=cfg.name, method=cfg.method)
     try:
-        result.networks = network_proofs(cfg)
+        result.networks = network_proofs(cfg, config_path.parent)
     except Exception as exc:  # noqa: BLE001 - the defect is the result
         result.failures.append(f"building at full size on the meta device: {type(exc).__name__}: {exc}")
     result.failures += [p for p in check_expected(result) if result.networks]
@@ -355,7 +379,9 @@ def prove(config_path: str | Path, workdir: str | Path, rules: Sequence[str] | N
 
         say(f"[prove] {cfg.name}: one training step at batch 1 ({result.precision}) on synthetic data")
         _reset_peak()
+        cpu0 = time.process_time()
         bundle_path = train_function(cfg.method)(run_cfg)
+        result.train_cpu_seconds = round(time.process_time() - cpu0, 1)
         result.peak_rss_gb = _rss_gb("VmHWM")
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
         step_line = [m for m in lines if "elapsed_s" in m][-1]
