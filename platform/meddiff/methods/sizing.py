@@ -30,6 +30,7 @@ class SizedNetwork:
         extracted before training).
     score_forwards: forward passes per scored image at the configured scoring settings (for a diffusion classifier
         n_draws x classes; 0: run once per run, e.g. a text encoder on the class prompts).
+    ema: training keeps an exponential moving average of its weights (one more float32 copy).
     note: how it was built when that differs from the run (e.g. architecture from a config, no pretrained weights).
     """
 
@@ -38,4 +39,5 @@ class SizedNetwork:
     trained: bool
     train_forwards: float
     score_forwards: float
+    ema: bool = False
     note: str = ""

@@ -16,9 +16,13 @@ Conventions:
   allocates, from ``torch.distributed._tools.mem_tracker.MemTracker`` (a dispatch mode that tracks every storage;
   it works on CPU and on ``meta``), parameters and buffers excluded.
   Both memory measures give identical bytes on CPU and on ``meta`` for the same shapes and dtypes (checked in
-  tests/sizing/test_footprint.py), so the default is ``meta``; attention is the exception to keep in mind: on meta and
-  CPU scaled-dot-product attention may keep the [B, heads, L, L] score matrix that a CUDA flash kernel never writes,
-  so the inference peak of attention-heavy networks is an upper bound.
+  tests/sizing/test_footprint.py), so the default is ``meta``. Attention is the one place where the device changes
+  what is stored: on meta, ``scaled_dot_product_attention`` falls back to the math path, which materialises and saves
+  the [B, heads, L, L] scores, while the fused kernels a GPU (and the CPU) runs save only q, k, v, the output and the
+  [B, heads, L] log-sum-exp. The memory measures therefore run attention through the fused CPU kernel's op
+  (``fused_attention``; it has a meta implementation), so the bytes are what a flash kernel keeps. FLOPs are counted
+  on the math path (QK^T and AV: 4 B heads L^2 d), the same formula torch's counter has for the flash kernels; on CPU
+  the counter has no formula for the CPU flash kernel and would miss attention, one more reason to count on meta.
 - Per image: measured at batch 1 and 2 and extrapolated linearly (bytes(B) = fixed + B x per_image; both measures are
   linear in the batch for these networks, the fixed part is e.g. embeddings shared by the batch).
 - Precision: measured with the network and inputs in the config's training / scoring precision (bf16 -> bfloat16
@@ -28,6 +32,7 @@ Conventions:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +58,48 @@ def _storage_key(t: torch.Tensor) -> tuple:
     return (t.device.type, s._cdata)
 
 
+@contextmanager
+def _requiring_grad(model: nn.Module):
+    """Every parameter requires grad inside (a frozen network is sized as if trained; MemTracker hooks every
+    parameter's gradient), restored after."""
+    was = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), was):
+            p.requires_grad_(flag)
+
+
+_FUSED_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError)
+
+
+@contextmanager
+def fused_attention():
+    """Inside, ``F.scaled_dot_product_attention`` on meta tensors runs the fused (flash) CPU kernel's op instead of
+    the math fallback: it saves q, k, v, the output and the log-sum-exp, as the CUDA flash kernel does. Calls the op
+    cannot take (e.g. grouped-query attention) keep the original path."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if query.device.type == "meta" and not kwargs and query.dim() == 4:
+            try:
+                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+            except _FUSED_ERRORS:
+                pass
+        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, **kwargs)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """Bytes of the tensors autograd saves for backward in one training forward of ``model(*inputs)`` (each storage
     once; parameters and buffers excluded)."""
@@ -65,14 +112,9 @@ def saved_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
             seen[key] = t.untyped_storage().nbytes()
         return t
 
-    was = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)  # a frozen network saves nothing; size it as if trained
-    try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(*inputs)
-    finally:
-        for p, flag in zip(model.parameters(), was):
-            p.requires_grad_(flag)
+    with (_requiring_grad(model), fused_attention(), torch.enable_grad(),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
+        model(*inputs)
     return sum(seen.values())
 
 
@@ -83,7 +125,7 @@ def inference_peak_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> 
 
     tracker = MemTracker()
     tracker.track_external(model)
-    with tracker, torch.no_grad():
+    with _requiring_grad(model), fused_attention(), tracker, torch.no_grad():
         model(*inputs)
     peak = tracker.get_tracker_snapshot("peak")
     device = inputs[0].device
@@ -96,7 +138,7 @@ class Footprint:
     """One network at full size. Bytes are bytes; FLOPs per forward of one image; per-image activation bytes
     extrapolated from batches 1 and 2 (``*_fixed``: the part independent of the batch).
 
-    trained / train_forwards / score_forwards: from the method (``meddiff.methods.sizing.SizedNetwork``).
+    trained / train_forwards / score_forwards / ema: from the method (``meddiff.methods.sizing.SizedNetwork``).
     dtype: the precision activations were measured in.
     """
 
@@ -111,40 +153,63 @@ class Footprint:
     trained: bool
     train_forwards: float
     score_forwards: float
+    ema: bool
     dtype: str
     note: str = ""
 
 
 def _linear(measure, model: nn.Module, inputs1, inputs2) -> tuple[int, int]:
+    """(per image, fixed) from batches 1 and 2; a negative fixed part (a layer whose buffers grow faster than the batch
+    between 1 and 2) is taken as 0, which over-states bytes(B) by at most that much."""
     one, two = measure(model, inputs1), measure(model, inputs2)
     per_image = two - one
-    return per_image, one - per_image
+    return per_image, max(one - per_image, 0)
 
 
 def _cast(inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
 
 
+def _to_dtype(model: nn.Module, dtype: torch.dtype) -> None:
+    import logging
+
+    # diffusers warns on every .to(dtype) of a model that lists float32-only modules (none of ours do)
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        model.to(dtype)
+    finally:
+        log.setLevel(level)
+
+
 def measure_network(model: nn.Module, inputs, trained: bool = True, train_forwards: float = 1.0,
-                    score_forwards: float = 1.0, dtype: torch.dtype = torch.float32, device: torch.device | str = "meta",
-                    note: str = "") -> Footprint:
-    """The Footprint of ``model`` (``inputs``: (batch, device) -> tensors of one forward)."""
+                    score_forwards: float = 1.0, ema: bool = False, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "meta", note: str = "") -> Footprint:
+    """The Footprint of ``model`` (``inputs``: (batch, device) -> tensors of one forward), measured on ``device``
+    (``meta`` or ``cpu``: the model must be there). The model is cast to ``dtype`` for the activation measures and
+    cast back afterwards (lossless on meta; on CPU a bf16 round trip rounds float32 weights)."""
     params = list(model.parameters())
     n = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad) if trained else 0
     weight_bytes = sum(p.numel() * 4 for p in params) + sum(b.numel() * b.element_size() for b in model.buffers())
     flops = flops_per_forward(model, inputs(1, device))
-    model = model.to(dtype)
-    x1, x2 = _cast(inputs(1, device), dtype), _cast(inputs(2, device), dtype)
-    train_img, train_fixed = _linear(saved_bytes, model, x1, x2)
-    infer_img, infer_fixed = _linear(inference_peak_bytes, model, x1, x2)
+    original = params[0].dtype if params else torch.float32
+    _to_dtype(model, dtype)
+    try:
+        x1, x2 = _cast(inputs(1, device), dtype), _cast(inputs(2, device), dtype)
+        train_img, train_fixed = _linear(saved_bytes, model, x1, x2)
+        infer_img, infer_fixed = _linear(inference_peak_bytes, model, x1, x2)
+    finally:
+        _to_dtype(model, original)
     return Footprint(n, trainable, weight_bytes, flops, train_img, train_fixed, infer_img, infer_fixed, trained,
-                     train_forwards, score_forwards, str(dtype).removeprefix("torch."), note)
+                     train_forwards, score_forwards, ema, str(dtype).removeprefix("torch."), note)
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """The activation dtype a config's ``precision`` runs in on a GPU (bf16 -> bfloat16, else float32)."""
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    """The activation dtype a config's ``precision`` runs in on a GPU (bf16 and auto -> bfloat16, as
+    ``device.autocast_dtype`` on CUDA; fp32 -> float32)."""
+    return torch.float32 if precision == "fp32" else torch.bfloat16
 
 
 def footprint(cfg: ExperimentConfig | str | Path, device: torch.device | str = "meta",
@@ -162,5 +227,5 @@ def footprint(cfg: ExperimentConfig | str | Path, device: torch.device | str = "
     out = {}
     for name, sized in full_size(cfg, device, config_dir).items():
         out[name] = measure_network(sized.module, sized.inputs, sized.trained, sized.train_forwards,
-                                    sized.score_forwards, dtype, device, sized.note)
+                                    sized.score_forwards, sized.ema, dtype, device, sized.note)
     return out

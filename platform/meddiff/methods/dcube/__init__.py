@@ -32,4 +32,5 @@ register(Method("dcube", f"{__name__}.loop:train_dcube", f"{__name__}.predictor:
                             "(Jang et al.)",
                 counterfactual_note="its head reads a frozen diffusion model's features; explain the frozen "
                                     "diffusion checkpoint instead",
-                short="D-Cube"))
+                short="D-Cube",
+                sizing=f"{__name__}.sizing:full_size"))

@@ -11,4 +11,5 @@ register(Method("didicm", f"{__name__}.train:train_didicm", f"{__name__}.predict
                 description="DiDiCM: discrete diffusion over the class label given the image (probabilities or "
                             "label chains)",
                 counterfactual_note="its diffusion runs over the label, not the image: it cannot re-generate an image",
-                short="DiDiCM"))
+                short="DiDiCM",
+                sizing=f"{__name__}.sizing:full_size"))

@@ -34,4 +34,4 @@ def full_size(cfg: ExperimentConfig, num_classes: int, device, config_dir: Path 
     with torch.device(device):
         net = create_denoiser(cfg.model, in_channels=shape[0], sample_size=shape[1], num_classes=num_classes)
     return {"denoiser": SizedNetwork(net, denoiser_inputs(shape, num_classes), trained=True, train_forwards=1,
-                                     score_forwards=cfg.score.n_draws * num_classes)}
+                                     score_forwards=cfg.score.n_draws * num_classes, ema=True)}

@@ -11,4 +11,5 @@ register(Method("mediffusion", f"{__name__}.train:train_mediffusion", f"{__name_
                 votes=False,
                 description="Mediffusion: one UNet for denoising and a classifier head, semi-supervised joint training",
                 counterfactual=f"{__name__}.guidance:load_counterfactuals",
-                short="Mediffusion"))
+                short="Mediffusion",
+                sizing=f"{__name__}.sizing:full_size"))

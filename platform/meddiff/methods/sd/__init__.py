@@ -33,4 +33,5 @@ register(Method("sd", f"{__name__}.train:train_sd", f"{__name__}.predictor:SDPre
                 description="Stable Diffusion fine-tuned on class prompts, latent eps errors with majority vote "
                             "(Favero et al.)",
                 counterfactual=f"{__name__}.counterfactual:load_counterfactuals",
-                short="SD"))
+                short="SD",
+                sizing=f"{__name__}.sizing:full_size"))
