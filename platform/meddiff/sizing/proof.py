@@ -52,12 +52,29 @@ PAPER_UNET = {"parameters": 385_787_148, "input_shape": _WAVELET, "output_shape"
 PAPER_DIT = {"parameters": 138_500_544, "input_shape": _WAVELET, "output_shape": _WAVELET}  # B.4: DiT-B/4
 TIMM_CLASSIFIERS = {"resnet18": 11_177_538, "resnet50": 23_512_130, "efficientnet-b0": 4_010_110,
                     "efficientnet-b4": 17_552_202, "swin-b": 86_745_274, "vit-b16": 85_846_274, "vit-s16": 21_689_474}
+# Stable Diffusion 2 base (Rombach et al. 2022) at 256 px: latents 4 x 32 x 32, OpenCLIP ViT-H/14 text tower.
+SD2_BASE = {
+    "unet": {"parameters": 865_910_724, "input_shape": [1, 4, 32, 32], "output_shape": [1, 4, 32, 32],
+             "levels": [[320, 32, 32], [640, 16, 16], [1280, 8, 8], [1280, 4, 4], [1280, 4, 4]]},
+    "vae_encoder": {"parameters": 34_163_664, "input_shape": _IMAGE, "output_shape": [1, 8, 32, 32]},
+    "text_encoder": {"parameters": 340_387_840, "input_shape": [1, 77], "output_shape": [1, 77, 1024]},
+}
+# The other diffusion classifiers as configured (no parameter count in their papers at this size; these are the
+# counts of the networks the configs build, kept here so that a change to them is seen): MEDiffusion's joint UNet
+# (the B.3 UNet without cross-attention, with its classifier head), DiDiCM's DiDiRN, D-Cube's head on the frozen
+# B.3 UNet.
 EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
     "chexpert-unet-paper": {"denoiser": PAPER_UNET},
     "isic-unet-paper": {"denoiser": PAPER_UNET},
     "chexpert-dit-paper": {"denoiser": PAPER_DIT},
     **{f"{data}-{net}-paper": {"classifier": {"parameters": n, "input_shape": _IMAGE, "output_shape": _LOGITS}}
        for data in ("chexpert", "isic") for net, n in TIMM_CLASSIFIERS.items()},
+    "chexpert-sd-paper": SD2_BASE,
+    "chexpert-mediffusion": {"joint_unet": {"parameters": 256_687_886, "input_shape": _WAVELET,
+                                            "output_shape": _WAVELET, "levels": PAPER_UNET["levels"]}},
+    "chexpert-didicm": {"didirn": {"parameters": 12_420_418, "input_shape": _IMAGE, "output_shape": _LOGITS}},
+    "chexpert-dcube-paper": {"frozen_denoiser": PAPER_UNET,
+                             "head": {"parameters": 2_628_098, "input_shape": [1, 5120], "output_shape": _LOGITS}},
 }
 
 
@@ -195,8 +212,11 @@ def _shape(value) -> list[int] | None:
         return list(value.shape)
     if isinstance(value, (tuple, list)) and value:
         return _shape(value[0])
-    sample = getattr(value, "sample", None)
-    return _shape(sample) if sample is not None else None
+    for attr in ("sample", "last_hidden_state", "latent_dist"):  # diffusers / transformers output objects
+        inner = getattr(value, attr, None)
+        if inner is not None:
+            return _shape(getattr(inner, "parameters", inner))
+    return None
 
 
 def _level_shape(out) -> list[int]:
@@ -278,7 +298,8 @@ def _weights_equal(bundle_path: Path, loaded) -> tuple[int, list[str]]:
     from safetensors.torch import load_file
 
     saved = load_file(str(bundle_path / "model.safetensors"))
-    candidates = [loaded] + [v for v in vars(loaded).values()] if not isinstance(loaded, torch.nn.Module) else [loaded]
+    # the predictor holds its network directly or one attribute down (e.g. DiffusionPredictor.model.denoiser)
+    candidates = [loaded] + list(vars(loaded).values())
     candidates += [m for c in list(candidates) for m in (vars(c).values() if hasattr(c, "__dict__") else [])]
     for module in candidates:
         if isinstance(module, torch.nn.Module):
@@ -295,31 +316,35 @@ def _referral_file(path: Path, model_id: str) -> Path:
     return path
 
 
-def score_rules(bundle_path: Path, cfg, out_root: Path, rules: Sequence[str], n_draws: int = 2) -> dict[str, dict]:
-    """Score the test split (2 images) with each stopping rule in ``rules`` through ``score_manifest``; the
-    predictor is loaded from the bundle once and rebuilt around the same model per rule. Returns per rule
-    {rows, ok, nfe, seconds, problems}."""
-    import pandas as pd
-
-    from meddiff.bundle import read_bundle
-    from meddiff.methods import get_method, load_predictor
-    from meddiff.scoring.local import checkpoint_manifest, score_manifest
-
-    bundle = read_bundle(bundle_path)
-    votes = get_method(bundle.metadata["kind"]).votes
-    manifest = checkpoint_manifest(bundle.metadata, cfg.data, "test")
-    base = dataclasses.replace(cfg.score, n_draws=n_draws, chunk_draws=1, batch_size=2, device="cpu",
+def scoring_config(cfg, n_draws: int = 2):
+    """``cfg.score`` for the proof: N = ``n_draws``, a look after every draw, fp32 on the CPU, no stored draws."""
+    return dataclasses.replace(cfg.score, n_draws=n_draws, chunk_draws=1, batch_size=2, device="cpu",
                                precision="fp32", limit=0, shard_size=256, store_draws=False, referral="",
                                num_threads=0, compile=False)
-    predictor = load_predictor(bundle.path, base)
+
+
+def score_rules(predictor, cfg, out_root: Path, rules: Sequence[str]) -> dict[str, dict]:
+    """Score the test split (2 images) of ``cfg.data`` with ``predictor`` (loaded from the bundle by
+    ``meddiff.methods.load_predictor`` with ``scoring_config``) once per stopping rule in ``rules`` through
+    ``score_manifest``: the predictor is rebuilt around the same loaded model per rule. Methods whose rows carry no
+    draws score once, with the predictor as loaded. Returns per rule {rows, ok, seconds, nfe, problems}."""
+    import pandas as pd
+
+    from meddiff.methods import get_method
+    from meddiff.rules import stopping_rule
+    from meddiff.scoring.local import checkpoint_manifest, score_manifest
+
+    meta = predictor.metadata
+    votes = get_method(meta["kind"]).votes
+    manifest = checkpoint_manifest(meta, cfg.data, "test")
+    base, k = predictor.cfg, len(meta["class_names"])
     out: dict[str, dict] = {}
     for rule in (rules if votes else ["none"]):
-        from meddiff.rules import stopping_rule
-
-        referral = str(_referral_file(out_root / "referral.json", bundle.model_id)) \
+        referral = str(_referral_file(out_root / "referral.json", meta["model_id"])) \
             if stopping_rule(rule).uses_referral else ""
         sc = dataclasses.replace(base, stopping=rule, referral=referral)
-        p = type(predictor)(predictor.model, sc, predictor.device)
+        # a method with draws takes the rule from its ScoreConfig: the same loaded model under each rule's config
+        p = type(predictor)(predictor.model, sc, predictor.device) if votes else predictor
         folder = out_root / f"score-{rule}"
         shutil.rmtree(folder, ignore_errors=True)
         t0 = time.monotonic()
@@ -331,13 +356,12 @@ def score_rules(bundle_path: Path, cfg, out_root: Path, rules: Sequence[str], n_
             problems.append(f"{len(rows)} rows for {len(manifest)} images")
         if (rows["status"] != "ok").any():
             problems.append(f"rows not ok: {rows.loc[rows['status'] != 'ok', 'error'].tolist()}")
-        k = len(bundle.class_names)
         if not rows["pred"].between(0, k - 1).all():
             problems.append(f"pred outside 0..{k - 1}: {rows['pred'].tolist()}")
-        if votes and "nfe" in rows and (rows["nfe"] > n_draws * k).any():
-            problems.append(f"nfe {rows['nfe'].tolist()} above N x classes = {n_draws * k}")
-        if referral and "decision" in rows and rows["decision"].isna().any():
-            problems.append("futility rows without an accept/refer decision")
+        if votes and "nfe" in rows and (rows["nfe"] > sc.n_draws * k).any():
+            problems.append(f"nfe {rows['nfe'].tolist()} above N x classes = {sc.n_draws * k}")
+        if referral and ("decision" not in rows or rows["decision"].isna().any()):
+            problems.append("rows without an accept/refer decision under a referral threshold")
         out[rule if votes else "(no draws)"] = {
             "rows": len(rows), "ok": int((rows["status"] == "ok").sum()), "seconds": round(seconds, 2),
             "nfe": [int(v) for v in rows["nfe"]] if "nfe" in rows else None, "problems": problems}
@@ -395,21 +419,17 @@ def prove(config_path: str | Path, workdir: str | Path, rules: Sequence[str] | N
         return result
     try:
         from meddiff.bundle import read_bundle
-        from meddiff.methods import predictor_class
+        from meddiff.methods import load_predictor
 
         bundle = read_bundle(bundle_path)  # verifies the SHA-256 of every file
         result.bundle_gb = round(sum(f.stat().st_size for f in Path(bundle.path).rglob("*") if f.is_file()) / 1e9, 3)
-        cls = predictor_class(bundle.metadata["kind"], str(bundle.path))
-        import torch
-
-        loaded = cls._load(bundle.path, torch.device("cpu"))
-        n, problems = _weights_equal(Path(bundle.path), loaded)
+        predictor = load_predictor(bundle.path, scoring_config(run_cfg))  # what `meddiff score` loads
+        n, problems = _weights_equal(Path(bundle.path), predictor)
         result.failures += problems
-        del loaded
         if not problems:
             result.ran.append(f"bundle round trip ({n} tensors equal, {result.bundle_gb} GB)")
         names = list(rules) if rules is not None else list(STOPPING_RULES)
-        result.scored = score_rules(Path(bundle.path), run_cfg, run_dir / "proof-scores", names)
+        result.scored = score_rules(predictor, run_cfg, run_dir / "proof-scores", names)
         for rule, rec in result.scored.items():
             result.failures += [f"scoring ({rule}): {p}" for p in rec["problems"]]
         result.ran.append(f"scoring 2 images at N = 2 ({', '.join(result.scored)})")
