@@ -277,9 +277,17 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     from meddiff.sizing.proof import prove_all, proof_table
 
+    done = []
+
+    def on_result(result) -> None:  # a row (and the JSON so far) as each config finishes
+        done.append(result)
+        print(proof_table([result]).splitlines()[-1], flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps([r.to_dict() for r in done], indent=2))
+
     with tempfile.TemporaryDirectory(prefix="meddiff-prove-") as tmp:
         results = prove_all(args.configs, args.workdir or tmp, rules=args.rules, precision=args.precision,
-                            train=not args.meta_only, log=print)
+                            train=not args.meta_only, log=print, on_result=on_result)
     print("data: synthetic images of each config's size and channels (the configs' data sets are not read)")
     print(proof_table(results))
     if args.json:

@@ -452,10 +452,14 @@ def proof_order(config_paths: Sequence[str | Path]) -> list[Path]:
 
 
 def prove_all(config_paths: Sequence[str | Path], workdir: str | Path, rules: Sequence[str] | None = None,
-              precision: str | None = None, train: bool = True, log=None) -> list[ProofResult]:
-    """``prove`` every config in one workdir (``proof_order``), results in the order given."""
-    results = {p: prove(p, workdir, rules=rules, precision=precision, train=train, log=log)
-               for p in proof_order(config_paths)}
+              precision: str | None = None, train: bool = True, log=None, on_result=None) -> list[ProofResult]:
+    """``prove`` every config in one workdir (``proof_order``), results in the order given; ``on_result`` is called
+    with each result as it is ready (a run over every config takes long)."""
+    results = {}
+    for p in proof_order(config_paths):
+        results[p] = prove(p, workdir, rules=rules, precision=precision, train=train, log=log)
+        if on_result is not None:
+            on_result(results[p])
     return [results[Path(p)] for p in config_paths]
 
 
