@@ -134,6 +134,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from meddiff.sizing.plan import format_plan, plan_config
+
+    plan = plan_config(args.config, gpu=args.gpu, gpus=args.gpus, mfu=args.mfu, cohort=args.cohort, bench=args.bench,
+                       decode_rate=args.decode_rate)
+    print(format_plan(plan))
+    if args.json:
+        from meddiff.durable import atomic_write_json
+
+        atomic_write_json(args.json, plan.to_json())
+        print(f"plan: {args.json}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from meddiff.config import PRESETS_DIR, preset_names
 
@@ -423,6 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", action="store_true",
                    help="instead: fp32 vs bf16 autocast, channels-last and torch.compile for the checkpoint's denoiser")
     p.set_defaults(func=cmd_bench)
+
+    from meddiff.sizing.hardware import GPUS
+    from meddiff.sizing.plan import DEFAULT_MFU
+
+    p = sub.add_parser("plan", help="capacity plan of a config on GPUs: memory, largest batch, training and scoring time "
+                                    "(full size, measured on the meta device)")
+    p.add_argument("config", help="config file or preset name")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the run gets")
+    p.add_argument("--gpu", default="a100", choices=sorted(GPUS))
+    p.add_argument("--cohort", type=int, default=0, help="images to score: GPU-hours for them")
+    p.add_argument("--bench", help="a `meddiff bench` bench.json: early-exit rows from its NFE reductions")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                   help="model FLOP utilisation assumed (default and why: meddiff.sizing.plan)")
+    p.add_argument("--decode-rate", type=float, help="images decoded per second per CPU core (meddiff.bench.datapath)")
+    p.add_argument("--json", help="write the plan as JSON here")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("data", help="build a config's manifest and print rows per split x class, groups, metadata, leakage checks")
     p.add_argument("config", help="YAML config (its data section is used)")
