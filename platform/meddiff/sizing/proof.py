@@ -369,7 +369,7 @@ def score_rules(predictor, cfg, out_root: Path, rules: Sequence[str]) -> dict[st
 
 
 def prove(config_path: str | Path, workdir: str | Path, rules: Sequence[str] | None = None,
-          precision: str | None = None, train: bool = True, keep: bool = False,
+          precision: str | None = None, train: bool = True, keep: bool = False, twin: str = "",
           log=None) -> ProofResult:
     """Prove one config at full size (module docstring); never raises for a defect it finds: the defect is a line
     of ``ProofResult.failures``. ``rules``: stopping rules to score with (default: all); ``precision``: override of
@@ -389,7 +389,7 @@ def prove(config_path: str | Path, workdir: str | Path, rules: Sequence[str] | N
     except Exception as exc:  # noqa: BLE001 - the defect is the result
         result.failures.append(f"building at full size on the meta device: {type(exc).__name__}: {exc}")
     result.failures += [p for p in check_expected(result) if result.networks]
-    reason = trainable_here(cfg)
+    reason = trainable_here(cfg) or (f"same networks and training path as {twin}, proved there" if twin else "")
     if not train or reason:
         result.meta_only.append(f"training step, round trip and scoring: {reason or 'not asked (train=False)'}")
         result.seconds = round(time.monotonic() - t_start, 2)
