@@ -295,7 +295,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     def on_result(result) -> None:  # a row (and the JSON so far) as each config finishes
         done.append(result)
-        print(proof_table([result]).splitlines()[-1], flush=True)
+        print("\n".join(proof_table([result]).splitlines()[2:]), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps([r.to_dict() for r in done], indent=2))
 

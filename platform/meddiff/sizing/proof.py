@@ -20,7 +20,7 @@
    the budget. Methods whose rows carry no draws (baselines) score once.
 
 The configs point at cluster data; the proof never reads it: it writes a synthetic data set (smooth random images of
-the configured size and channels, the source's class names, two per split) and trains and scores on that.
+the configured size and channels, the source's class names, 8 training images, 2 val, 2 test) and trains and scores on that.
 A config whose networks this machine cannot train (``MEDDIFF_MODELS`` weights absent, e.g. Stable Diffusion) is
 proved on the meta device only, and the result says so.
 """
@@ -140,11 +140,12 @@ def class_names_of(source: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def synthetic_data(folder: Path, image_size: int, channels: int, class_names: Sequence[str], per_split: int = 1,
-                   seed: int = 0) -> dict[str, Any]:
-    """Write ``per_split`` smooth random PNG images per class and split (train, val, test) of ``image_size`` pixels and
-    ``channels`` channels under ``folder`` with ``images.csv``; returns the ``image_csv`` source params describing them.
-    The same arguments write the same files (so two configs proved in one workdir share a data fingerprint)."""
+def synthetic_data(folder: Path, image_size: int, channels: int, class_names: Sequence[str], train_per_class: int = 4,
+                   per_class: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Write smooth random PNG images of ``image_size`` pixels and ``channels`` channels under ``folder`` with
+    ``images.csv``: ``train_per_class`` per class in train (8 for two classes: D-Cube's Gaussianity test needs 8),
+    ``per_class`` per class in val and test; returns the ``image_csv`` source params describing them. The same
+    arguments write the same files (so two configs proved in one workdir share a data fingerprint)."""
     import numpy as np
     from PIL import Image
 
@@ -154,7 +155,7 @@ def synthetic_data(folder: Path, image_size: int, channels: int, class_names: Se
     lines = ["path,label,split"]
     for split in ("train", "val", "test"):
         for label, _name in enumerate(class_names):
-            for i in range(per_split):
+            for i in range(train_per_class if split == "train" else per_class):
                 coarse = rng.uniform(0, 255, size=(8, 8, channels))
                 img = Image.fromarray(coarse.astype(np.uint8).squeeze(-1) if channels == 1 else coarse.astype(np.uint8))
                 img = img.resize((image_size, image_size), Image.BICUBIC)
