@@ -20,7 +20,8 @@
    the budget. Methods whose rows carry no draws (baselines) score once.
 
 The configs point at cluster data; the proof never reads it: it writes a synthetic data set (smooth random images of
-the configured size and channels, the source's class names, 8 training images, 2 val, 2 test) and trains and scores on that.
+the configured size and channels, the source's class names, 8 training images, 2 val, 2 test) and trains and scores
+on that.
 A config whose networks this machine cannot train (``MEDDIFF_MODELS`` weights absent, e.g. Stable Diffusion) is
 proved on the meta device only, and the result says so.
 """
