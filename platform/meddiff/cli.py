@@ -301,7 +301,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="meddiff-prove-") as tmp:
         results = prove_all(args.configs, args.workdir or tmp, rules=args.rules, precision=args.precision,
-                            train=not args.meta_only, log=print, on_result=on_result)
+                            train=not args.meta_only, log=print, on_result=on_result, isolate=True)
     print("data: synthetic images of each config's size and channels (the configs' data sets are not read)")
     print(proof_table(results))
     if args.json:

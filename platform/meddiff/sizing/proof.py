@@ -454,15 +454,28 @@ def proof_order(config_paths: Sequence[str | Path]) -> list[Path]:
 
 
 def prove_all(config_paths: Sequence[str | Path], workdir: str | Path, rules: Sequence[str] | None = None,
-              precision: str | None = None, train: bool = True, log=None, on_result=None) -> list[ProofResult]:
+              precision: str | None = None, train: bool = True, log=None, on_result=None,
+              isolate: bool = False) -> list[ProofResult]:
     """``prove`` every config in one workdir (``proof_order``), results in the order given; ``on_result`` is called
-    with each result as it is ready (a run over every config takes long)."""
+    with each result as it is ready (a run over every config takes long); ``isolate`` proves each config in its own
+    process (peak RSS per config)."""
     results = {}
     for p in proof_order(config_paths):
-        results[p] = prove(p, workdir, rules=rules, precision=precision, train=train, log=log)
+        results[p] = _prove_isolated(p, workdir, rules, precision, train) if isolate else \
+            prove(p, workdir, rules=rules, precision=precision, train=train, log=log)
         if on_result is not None:
             on_result(results[p])
     return [results[Path(p)] for p in config_paths]
+
+
+def _prove_isolated(path: Path, workdir, rules, precision, train) -> ProofResult:
+    """``prove`` in a fresh process, so that its peak RSS is its own (memory an earlier config left to the allocator
+    would count otherwise); its lines go to this process's stdout."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(prove, path, workdir, rules, precision, train, False, "", print).result()
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
