@@ -60,6 +60,7 @@ TINY = [ModelConfig("unet", {"block_out_channels": [16, 32], "attention": [False
         ModelConfig("dit", {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "patch_size": 2})]
 
 
+@pytest.mark.slow  # the first diffusers import (~15 s) lands here
 @pytest.mark.parametrize("model_cfg", TINY, ids=lambda m: m.name)
 def test_meta_measures_equal_cpu_ones(model_cfg):
     """Memory: the same bytes on meta as on CPU (attention through the fused kernel on both). FLOPs: meta counts

@@ -145,3 +145,10 @@ def test_meddiff_plan_with_and_without_a_bench_file(name, params, tmp_path, caps
 def test_meddiff_plan_refuses_a_bad_gpu_count(capsys):
     assert main(["plan", str(CONFIGS / "chexpert-resnet18-a100.yaml"), "--gpus", "0"]) == 2
     assert "--gpus: expected at least 1 GPU" in capsys.readouterr().err
+
+
+def test_scoring_runs_at_the_peak_of_its_own_precision():
+    cfg = load_config(CONFIGS / "chexpert-unet-a100.yaml", {"score.precision": "fp32"})
+    p = make_plan(cfg, {"denoiser": footprint()}, TEST_GPU, gpus=1, classes=2, mfu=0.5, votes=True)
+    assert p.score_seconds_per_image == pytest.approx(1002e12 / (50e12 * 0.5))  # the TF32 peak
+    assert p.train_flops_per_image == 3e12 and p.train_images_per_s == pytest.approx(100e12 * 0.5 / 3e12)

@@ -76,6 +76,7 @@ class Plan:
     gpu: str
     gpus: int
     precision: str
+    score_precision: str
     mfu: float
     memory_margin: float
     networks: dict[str, "Footprint"]
@@ -231,7 +232,8 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     scoring = {n: f for n, f in fp.items() if f.score_forwards > 0}
     draw_scaled = {n for n, f in scoring.items() if votes and f.score_forwards == cfg.score.n_draws * classes}
     s_flops = sum(f.flops_per_forward * f.score_forwards for f in scoring.values())
-    score_seconds = s_flops / (peak * mfu)
+    score_peak = gpu.peak_flops(cfg.score.precision)
+    score_seconds = s_flops / (score_peak * mfu)
     images_per_s = 1.0 / score_seconds if score_seconds else float("inf")
     weights = sum(f.weight_bytes for f in scoring.values())
     # images in flight share one forward batch: a diffusion classifier runs every class of every image in it
@@ -259,7 +261,7 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
         fixed = sum(f.flops_per_forward * f.score_forwards for n, f in scoring.items() if n not in draw_scaled)
         scaled = s_flops - fixed
         for rule, reduction, agreement in early_exit_rows(bench):
-            sec = (fixed + scaled / reduction) / (peak * mfu)
+            sec = (fixed + scaled / reduction) / (score_peak * mfu)
             rows.append(EarlyExit(rule, round(reduction, 3), agreement, sec, cohort * sec / 3600.0))
 
     # 4. Ray: actors per GPU (memory-checked), CPUs per actor from the decode rate
@@ -281,7 +283,8 @@ def make_plan(cfg: ExperimentConfig, fp: Mapping[str, Footprint], gpu: GPU, gpus
     params = sum(f.parameters for f in fp.values())
     trainable = sum(f.trainable_parameters for f in fp.values())
     return Plan(
-        config=config_name or cfg.name, method=cfg.method, gpu=gpu.name, gpus=gpus, precision=precision, mfu=mfu,
+        config=config_name or cfg.name, method=cfg.method, gpu=gpu.name, gpus=gpus, precision=precision,
+        score_precision=cfg.score.precision, mfu=mfu,
         memory_margin=margin, networks=dict(fp), parameters=params, trainable_parameters=trainable,
         train_static_bytes=int(static), train_bytes_per_image=per_image, train_max_batch_per_gpu=max_batch,
         train_global_batch=global_batch, train_batch_per_gpu=batch_per_gpu, train_fits=fits,
@@ -358,7 +361,8 @@ def _static_parts(p: Plan) -> str:
 
 def format_plan(p: Plan) -> str:
     """The plan as the table ``meddiff plan`` prints."""
-    lines = [f"meddiff plan: {p.config} (method {p.method}) on {p.gpus} x {p.gpu}, {p.precision}, MFU {p.mfu:.2f}, "
+    precision = p.precision if p.precision == p.score_precision else f"train {p.precision}, score {p.score_precision}"
+    lines = [f"meddiff plan: {p.config} (method {p.method}) on {p.gpus} x {p.gpu}, {precision}, MFU {p.mfu:.2f}, "
              f"{100 * p.memory_margin:.0f} % of GPU memory kept free",
              "", "networks (full size, measured on the meta device; activations in the config's precision)",
              f"  {'network':16s} {'params':>10s} {'trainable':>10s} {'FLOPs/fwd':>11s} {'train act/img':>14s} "
