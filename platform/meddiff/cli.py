@@ -314,6 +314,29 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prove(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from meddiff.sizing.proof import prove_all, proof_table
+
+    done = []
+
+    def on_result(result) -> None:  # a row (and the JSON so far) as each config finishes
+        done.append(result)
+        print("\n".join(proof_table([result]).splitlines()[2:]), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps([r.to_dict() for r in done], indent=2))
+
+    with tempfile.TemporaryDirectory(prefix="meddiff-prove-") as tmp:
+        results = prove_all(args.configs, args.workdir or tmp, rules=args.rules, precision=args.precision,
+                            train=not args.meta_only, log=print, on_result=on_result, isolate=True)
+    print("data: synthetic images of each config's size and channels (the configs' data sets are not read)")
+    print(proof_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    return 0 if all(r.passed for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meddiff", description="meddiff: conditional diffusion models as medical image "
                                      "classifiers (train, score, explain, report, serve, dashboard, demo)")
@@ -502,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-env", metavar="NAME", help="send the bearer token of environment variable NAME")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("prove", help="full-size proofs of configs: build, one CPU training step, bundle round trip, "
+                       "scoring with every stopping rule; prints a table")
+    p.add_argument("configs", nargs="+", help="YAML configs (e.g. jobs/configs/*.yaml)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--rules", nargs="+", choices=tuple(STOPPING_RULES), help="stopping rules to score with (default: all)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="precision of the training step (default: the config's)")
+    p.add_argument("--meta-only", action="store_true", help="only build the networks on the meta device")
+    p.add_argument("--workdir", help="keep the synthetic data, bundles and results here (default: a temporary folder)")
+    p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("dashboard", help="browse results sets and explanations under a folder in a Streamlit app")
     p.add_argument("--results", required=True, help="results root: the app reads only results sets under this folder")
