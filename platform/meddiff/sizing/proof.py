@@ -314,6 +314,7 @@ def _weights_equal(bundle_path: Path, loaded) -> tuple[int, list[str]]:
 
 def _referral_file(path: Path, model_id: str) -> Path:
     """A referral.json (``meddiff calibrate``'s format) referring images whose uncertainty exceeds 0.5."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rule": "proof", "alpha": 0.1, "delta": 0.1, "threshold": 0.5, "model_id": model_id}))
     return path
 
