@@ -36,11 +36,11 @@ import torch
 
 from meddiff.config import ExperimentConfig, load_config
 from meddiff.errors import ConfigError
+from meddiff.sizing.plan import TRAIN_FORWARDS
 
 DEFAULT_CONFIG = "jobs/configs/chexpert-unet-a100.yaml"
 MODES = ("auto", "gpu", "cpu")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-TRAIN_FLOPS_PER_FORWARD = 3  # a training step costs ~3 forwards (forward + backward's two products), the MFU convention
 COVERAGE = 0.8  # decisions at the threshold that accepts 80 % of the images on the fp32 full-N vote
 NEAR_TIE_BF16 = 1e-2  # a draw whose two best classes are this close (relative) may flip under bf16 rounding
 
@@ -279,19 +279,6 @@ def peak_flops(device: torch.device, log: Callable[[str], None]) -> dict[str, An
     return {"fp32": measured, "bf16": measured, "source": f"measured square matmul on {device} (bench.run.matmul_peak)"}
 
 
-def forward_flops(model) -> int:
-    """FLOPs of one denoiser forward of one image (``sizing.footprint.flops_per_forward``: 2 per multiply-add,
-    counted on a ``meta`` copy of the network, where attention is counted on every device)."""
-    from meddiff.diffusion.model import build_diffusion_model
-    from meddiff.sizing.footprint import flops_per_forward
-
-    with torch.device("meta"):
-        net = build_diffusion_model(model.model_cfg, model.diffusion, model.class_names, model.image_size,
-                                    model.channels).denoiser
-        inputs = (torch.zeros(1, *model.model_shape), torch.zeros(1), torch.zeros(1, dtype=torch.long))
-    return flops_per_forward(net, inputs)
-
-
 def train_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """Train ``cfg`` with its method's loop; the bundle and the training figures (steps/s from the loop's own clock
     in metrics.jsonl, final loss, peak GPU memory)."""
@@ -378,7 +365,7 @@ def agreement_checks(scorings: list[Scoring], threshold: float, labels: np.ndarr
 def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, score every variant, check; returns the result dict (``write_result`` writes it as JSON)."""
     from meddiff.bench.decisions import coverage_threshold
-    from meddiff.bench.run import bench_images
+    from meddiff.bench.run import bench_images, forward_flops
     from meddiff.diffusion.engine import EngineSpec
     from meddiff.device import autocast_dtype
     from meddiff.diffusion.model import load_diffusion_model
@@ -447,7 +434,7 @@ def run_acceptance(acc: AcceptanceConfig, log: Callable[[str], None] = print) ->
             # measured again and the better kept: on a shared machine one short window can be unlucky
             best = max(peaks["fp32"], peak_flops(device, log)["fp32"])
             peaks.update(fp32=best, bf16=best)
-        train["mfu"] = round(TRAIN_FLOPS_PER_FORWARD * flops * train["images_per_s"] / peaks[train_precision], 4)
+        train["mfu"] = round(TRAIN_FORWARDS * flops * train["images_per_s"] / peaks[train_precision], 4)
         checks = agreement_checks(scorings, threshold, labels, acc.min_agreement)
         checks.append({"name": "every variant ran", "kind": "variants without error",
                        "value": round(len(scorings) / (len(scorings) + len(failures)), 4), "threshold": 1.0,

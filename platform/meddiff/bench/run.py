@@ -85,14 +85,18 @@ class PeakMemory:
         self.cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
 
-def forward_flops(denoiser: torch.nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
-    """Model FLOPs of one forward of one input (torch.utils.flop_counter; a multiply-add counts 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def forward_flops(model) -> int:
+    """FLOPs of one denoiser forward of one image of the loaded diffusion model ``model``
+    (``sizing.footprint.flops_per_forward``: 2 per multiply-add, counted on a ``meta`` copy of the network, where
+    attention is counted on every device)."""
+    from meddiff.diffusion.model import build_diffusion_model
+    from meddiff.sizing.footprint import flops_per_forward
 
-    z = torch.zeros((4,) + tuple(shape), device=device)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        denoiser(z, torch.zeros(4, device=device), torch.zeros(4, dtype=torch.long, device=device))
-    return counter.get_total_flops() / 4
+    with torch.device("meta"):
+        net = build_diffusion_model(model.model_cfg, model.diffusion, model.class_names, model.image_size,
+                                    model.channels).denoiser
+        inputs = (torch.zeros(1, *model.model_shape), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+    return flops_per_forward(net, inputs)
 
 
 def matmul_peak(device: torch.device, seconds: float = 3.0) -> float:
@@ -196,7 +200,7 @@ def run_benchmark(
     seeds = [image_seed(0, i) for i in ids]
     spec = EngineSpec(num_classes=model.num_classes, schedule=model.schedule, time_kind=model.diffusion.time_input,
                       max_batch=256 if device.type == "cpu" else 2048)
-    flops = forward_flops(model.denoiser, model.model_shape, device)
+    flops = forward_flops(model)
     peak = matmul_peak(device)
     log(f"[bench] {len(ids)} images, N = {n_draws}, model {model.model_id}: {flops / 1e6:.1f} MFLOP per forward; "
         f"matmul peak {peak / 1e9:.1f} GFLOP/s on {device} with {torch.get_num_threads()} threads")

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # footprint imports torch; the CLI's parser imports this modu
 
 MEMORY_MARGIN = 0.10
 DEFAULT_MFU = 0.30
+TRAIN_FORWARDS = 3  # a training step of a trained network costs ~3 forwards (forward + backward's two products)
 ADAM_TRAINING_BYTES = 4 + 4 + 8  # float32 weight, gradient, Adam m and v per trained parameter
 EMA_BYTES = 4
 
@@ -147,7 +148,7 @@ def training_bytes(fp: Mapping[str, Footprint]) -> tuple[int, int]:
 
 def train_flops_per_image(fp: Mapping[str, Footprint]) -> float:
     """FLOPs of one training image in one step: 3 x forward for trained networks, 1 x for frozen ones."""
-    return sum(f.flops_per_forward * f.train_forwards * (3 if f.trained else 1) for f in fp.values())
+    return sum(f.flops_per_forward * f.train_forwards * (TRAIN_FORWARDS if f.trained else 1) for f in fp.values())
 
 
 def read_bench(path: str | Path) -> dict[str, Any]:
